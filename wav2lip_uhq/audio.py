@@ -34,48 +34,76 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Raises InputError naming the file when it cannot be read, has no audio, or is silent/empty.
     """
-    from . import video  # PyAV lives there; imported lazily
+    from .video import read_audio_track  # PyAV lives there
 
-    path = Path(path)
-    wav = video.decode_audio(path, sr)
-    if wav.size < sr // 25:
-        raise InputError(f"{path}: the audio is empty or shorter than one video frame ({wav.size / sr:.3f} s)")
+    return check_speech(read_audio_track(path).mono(sr), path, sr)
+
+
+def check_speech(wav: np.ndarray, path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Reject audio that cannot drive a lip sync: empty, shorter than 0.2 s, or all silence."""
+    if wav.size < sr * MEL_STEP / MEL_FPS:
+        raise InputError(f"{path}: the audio is empty or too short ({wav.size / sr:.3f} s; at least 0.2 s needed)")
     if not np.any(np.abs(wav) > 1e-4):
-        raise InputError(f"{path}: the audio is silent (every sample is zero)")
+        raise InputError(f"{path}: the audio is silent (no sample above -80 dBFS)")
     return wav
 
 
-@functools.lru_cache(maxsize=4)
-def _mel_basis(sr: int) -> np.ndarray:
-    import librosa
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    lin = f / (200.0 / 3)
+    log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log, lin)
 
-    # Keyword arguments: librosa >= 0.10 rejects the positional form upstream used.
-    return librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX).astype(np.float32)
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    lin = m * (200.0 / 3)
+    log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+    return np.where(m >= 15.0, log, lin)
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filterbank(sr: int = SAMPLE_RATE) -> np.ndarray:
+    """(80, 401) triangular Slaney-normalised filters, 55..7600 Hz (librosa's ``filters.mel`` defaults)."""
+    fft_freqs = np.linspace(0, sr / 2, 1 + N_FFT // 2)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(FMIN), _hz_to_mel(FMAX), N_MELS + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+    return weights.astype(np.float32)
 
 
 def preemphasis(wav: np.ndarray, k: float = PREEMPHASIS) -> np.ndarray:
-    out = np.empty_like(wav, dtype=np.float64)
+    out = np.empty(wav.shape, dtype=np.float32)
     out[0] = wav[0]
-    out[1:] = wav[1:] - k * wav[:-1].astype(np.float64)
+    out[1:] = wav[1:] - k * wav[:-1]
     return out
+
+
+def stft_magnitude(wav: np.ndarray) -> np.ndarray:
+    """|STFT|, Hann 800 / hop 200, centred with reflect padding (librosa 0.7's behaviour)."""
+    pad = N_FFT // 2
+    if wav.size <= pad:
+        raise InputError(f"the audio is too short for a spectrogram ({wav.size} samples)")
+    padded = np.pad(wav, pad, mode="reflect")
+    n_frames = 1 + (padded.size - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(
+        padded, shape=(n_frames, N_FFT), strides=(padded.strides[0] * HOP, padded.strides[0])
+    )
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)).astype(np.float32)  # periodic Hann
+    return np.abs(np.fft.rfft(frames * window, axis=1)).T.astype(np.float32)  # (401, T)
 
 
 def melspectrogram(wav: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Upstream Wav2Lip's normalised log-mel spectrogram: float32 (80, 1 + len // 200) in [-4, 4]."""
-    import librosa
-
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
         raise ValueError("melspectrogram expects mono audio")
-    stft = librosa.stft(
-        y=preemphasis(wav).astype(np.float32),
-        n_fft=N_FFT,
-        hop_length=HOP,
-        win_length=WIN,
-        center=True,
-        pad_mode="reflect",  # librosa 0.7 behaviour; >= 0.10 defaults to constant
-    )
-    mel = _mel_basis(sr) @ np.abs(stft)
+    mel = mel_filterbank(sr) @ stft_magnitude(preemphasis(wav))
     db = 20.0 * np.log10(np.maximum(10 ** (MIN_LEVEL_DB / 20), mel)) - REF_LEVEL_DB
     norm = (2 * MAX_ABS) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS
     mel = np.clip(norm, -MAX_ABS, MAX_ABS).astype(np.float32)

@@ -1,0 +1,111 @@
+"""Training-side media helpers on top of :mod:`wav2lip_uhq.video`.
+
+Training needs 25 fps video and 16 kHz mono audio. Sources at another frame rate are
+converted by timestamp (output frame k shows the last source frame at or before k/25 s),
+which keeps the clip's duration and audio-video sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from wav2lip_uhq import video as engine_video
+from wav2lip_uhq.audio import SAMPLE_RATE, load_audio
+
+log = logging.getLogger(__name__)
+
+
+def video_fps(path: str | Path) -> float:
+    return float(engine_video.probe(path).fps)
+
+
+def iter_video_frames(path: str | Path, fps: float | None = 25.0) -> Iterator[np.ndarray]:
+    """BGR uint8 frames resampled to ``fps`` (None: as stored), assuming a constant source rate."""
+    src_fps = video_fps(path)
+    frames = engine_video.iter_frames(path)
+    if fps is None or abs(src_fps - fps) < 1e-3:
+        yield from frames
+        return
+    k = 0
+    prev = None
+    n_src = 0
+    for i, img in enumerate(frames):
+        t = i / src_fps
+        while prev is not None and k / fps < t - 1e-9:
+            yield prev
+            k += 1
+        prev = img
+        n_src = i + 1
+    if prev is not None:
+        end = n_src / src_fps
+        while k / fps < end - 1e-9:
+            yield prev
+            k += 1
+
+
+def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 audio at ``sr`` (the engine's loader: any FFmpeg-readable file)."""
+    return load_audio(path, sr)
+
+
+def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """16-bit PCM mono wav (what upstream's loaders read), written atomically."""
+    import soundfile as sf
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")
+    sf.write(str(tmp), np.clip(wav, -1, 1), sr, subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def write_video(
+    path: str | Path,
+    frames_bgr: Sequence[np.ndarray],
+    fps: float = 25.0,
+    audio: np.ndarray | None = None,
+    sr: int = SAMPLE_RATE,
+    crf: int = 18,
+) -> Path:
+    """H.264 mp4 (+ AAC mono) of in-memory frames and samples, written atomically.
+
+    Kept small and separate from the engine's streaming VideoWriter: the synthetic dataset
+    and sync tests need exact control of the audio sample rate and of the frame rate.
+    """
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    h, w = frames_bgr[0].shape[:2]
+    try:
+        with av.open(str(tmp), "w", format="mp4") as out:
+            vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+            vs.options = {"crf": str(crf), "preset": "veryfast"}
+            astream = None
+            if audio is not None:
+                astream = out.add_stream("aac", rate=sr)
+                astream.layout = "mono"
+            for img in frames_bgr:
+                out.mux(vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")))
+            out.mux(vs.encode())
+            if astream is not None:
+                pcm = np.clip(np.asarray(audio, np.float32), -1, 1).reshape(1, -1)
+                for i in range(0, pcm.shape[1], 1024):
+                    frame = av.AudioFrame.from_ndarray(
+                        np.ascontiguousarray(pcm[:, i : i + 1024]), format="flt", layout="mono"
+                    )
+                    frame.sample_rate, frame.pts = sr, i
+                    out.mux(astream.encode(frame))
+                out.mux(astream.encode())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

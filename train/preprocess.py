@@ -1,0 +1,264 @@
+"""Raw videos -> upstream's preprocessed layout, and the train/val/test filelists.
+
+Output, as upstream's ``preprocess.py`` writes it (so upstream scripts read it too)::
+
+    preprocessed_root/<folder>/<id>/{0..N}.jpg   raw face crops (JPEG q95), 0-based frame index,
+                                                 frames without a face skipped (gaps kept)
+    preprocessed_root/<folder>/<id>/audio.wav    16 kHz mono PCM16
+
+Differences that remove upstream's pains: any nested folder of videos; conversion to
+25 fps / 16 kHz; the engine's face detectors; parallel processes and ``--shard i/N``; one
+video is written to a temporary folder and renamed into place when complete (a kill never
+leaves a half video that looks finished), finished videos are skipped on a rerun, and a
+JSON report lists every skipped video with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import FPS
+from .media import iter_video_frames, read_audio, write_wav
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
+DONE = ".done.json"  # marker written last inside a finished video folder
+
+
+@dataclass
+class PreprocessConfig:
+    data_root: str
+    preprocessed_root: str
+    detector: str = "s3fd"  # s3fd | dlib | box
+    box: tuple[int, int, int, int] | None = None  # top, bottom, left, right (detector "box")
+    device: str = "cpu"
+    batch_size: int = 16
+    workers: int = 1
+    shard: tuple[int, int] = (0, 1)  # (i, N): this machine's share of the videos
+    fps: float = FPS
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right, added to each box
+    min_frames: int = 16  # upstream's loader rejects videos with <= 15 frames
+    jpeg_quality: int = 95
+
+
+@dataclass
+class VideoResult:
+    video: str
+    status: str  # done | skipped | failed
+    reason: str = ""
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+
+
+def find_videos(data_root: str | Path) -> list[Path]:
+    """Every video file below ``data_root`` (any depth), sorted for a stable sharding."""
+    root = Path(data_root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file()
+                  and not p.name.startswith("."))
+
+
+def output_dir(video: Path, data_root: Path, preprocessed_root: Path) -> Path:
+    rel = video.relative_to(data_root)
+    return preprocessed_root / rel.parent / rel.stem
+
+
+_DETECTOR = None
+
+
+def _detector(cfg: PreprocessConfig):
+    global _DETECTOR
+    if _DETECTOR is None:
+        from wav2lip_uhq.faces import create_detector
+
+        if cfg.detector == "box":
+            _DETECTOR = create_detector("box", box=cfg.box)
+        elif cfg.detector == "s3fd":
+            _DETECTOR = create_detector("s3fd", device=cfg.device, batch_size=cfg.batch_size)
+        else:
+            _DETECTOR = create_detector(cfg.detector, device=cfg.device)
+    return _DETECTOR
+
+
+def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
+    """Preprocess one video atomically; never raises (failures are reported)."""
+    t0 = time.time()
+    data_root, pre_root = Path(cfg.data_root), Path(cfg.preprocessed_root)
+    out = output_dir(video, data_root, pre_root)
+    name = str(video.relative_to(data_root))
+    if (out / DONE).is_file():
+        return VideoResult(name, "done", "already preprocessed")
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            wav = read_audio(video)
+        except Exception as exc:  # no audio stream, silent, unreadable
+            return VideoResult(name, "skipped", f"audio: {exc}")
+        detector = _detector(cfg)
+        n_frames = n_faces = 0
+        batch: list[np.ndarray] = []
+
+        def flush(start: int) -> int:
+            found = 0
+            boxes = detector.detect([np.ascontiguousarray(f[:, :, ::-1]) for f in batch])  # dlib misreads strided views
+            for j, (frame, dets) in enumerate(zip(batch, boxes)):
+                if dets is None or len(dets) == 0:
+                    continue
+                x1, y1, x2, y2 = dets[int(np.argmax(dets[:, 4]))][:4]
+                h, w = frame.shape[:2]
+                top, bottom, left, right = cfg.pads
+                y1, y2 = max(0, int(y1) - top), min(h, int(y2) + bottom)
+                x1, x2 = max(0, int(x1) - left), min(w, int(x2) + right)
+                if y2 - y1 < 8 or x2 - x1 < 8:
+                    continue
+                cv2.imwrite(str(tmp / f"{start + j}.jpg"), frame[y1:y2, x1:x2],
+                            [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+                found += 1
+            return found
+
+        try:
+            for frame in iter_video_frames(video, cfg.fps):
+                batch.append(frame)
+                if len(batch) == cfg.batch_size:
+                    n_faces += flush(n_frames)
+                    n_frames += len(batch)
+                    batch = []
+            if batch:
+                n_faces += flush(n_frames)
+                n_frames += len(batch)
+        except Exception as exc:
+            return VideoResult(name, "skipped", f"video: {exc}", n_frames, n_faces)
+        if n_faces < cfg.min_frames:
+            return VideoResult(name, "skipped", f"only {n_faces} frames with a face (< {cfg.min_frames})",
+                               n_frames, n_faces)
+        write_wav(tmp / "audio.wav", wav)
+        meta = {"source": name, "frames": n_frames, "faces": n_faces, "fps": cfg.fps,
+                "audio_seconds": len(wav) / 16000, "detector": cfg.detector}
+        (tmp / DONE).write_text(json.dumps(meta))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return VideoResult(name, "done", "", n_frames, n_faces, time.time() - t0)
+    except Exception as exc:  # keep going: one bad file must not stop a dataset
+        log.exception("failed on %s", video)
+        return VideoResult(name, "failed", f"{type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _work(args):
+    return process_video(*args)
+
+
+def preprocess(cfg: PreprocessConfig) -> dict:
+    """Preprocess this shard's videos; writes and returns the report."""
+    videos = find_videos(cfg.data_root)
+    i, n = cfg.shard
+    videos = videos[i::n]
+    log.info("preprocessing %d videos (shard %d/%d) with %d workers", len(videos), i, n, cfg.workers)
+    results: list[VideoResult] = []
+    jobs = [(v, cfg) for v in videos]
+    if cfg.workers > 1:
+        with mp.get_context("spawn").Pool(cfg.workers) as pool:
+            for r in pool.imap_unordered(_work, jobs):
+                results.append(r)
+                log.info("%s: %s %s", r.video, r.status, r.reason)
+    else:
+        for job in jobs:
+            r = _work(job)
+            results.append(r)
+            log.info("%s: %s %s", r.video, r.status, r.reason)
+    results.sort(key=lambda r: r.video)
+    report = {
+        "shard": [i, n],
+        "videos": len(results),
+        "done": sum(r.status == "done" for r in results),
+        "skipped": [asdict(r) for r in results if r.status != "done"],
+        "results": [asdict(r) for r in results],
+    }
+    root = Path(cfg.preprocessed_root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / (f"preprocess_report.shard{i}of{n}.json" if n > 1 else "preprocess_report.json")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+    return report
+
+
+def list_preprocessed(preprocessed_root: str | Path) -> list[str]:
+    """Finished video folders as filelist entries ``<folder>/<id>`` (relative, '/'-separated)."""
+    root = Path(preprocessed_root)
+    return sorted(p.parent.relative_to(root).as_posix() for p in root.rglob(DONE))
+
+
+def _group_key(entry: str) -> str:
+    """Speaker/source folder: everything but the last path component."""
+    return entry.rsplit("/", 1)[0] if "/" in entry else entry
+
+
+def make_filelists(
+    preprocessed_root: str | Path,
+    out_dir: str | Path,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Write train.txt / val.txt / test.txt (upstream format: one ``folder/id`` per line).
+
+    The split is by folder (speaker or source video), so no speaker appears in two splits;
+    folders are ordered by a hash of (seed, name), which keeps the split stable when data
+    is added. With >= 3 folders val and test get at least one folder each.
+    """
+    entries = list_preprocessed(preprocessed_root)
+    groups: dict[str, list[str]] = {}
+    for e in entries:
+        groups.setdefault(_group_key(e), []).append(e)
+    names = sorted(groups, key=lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest())
+    n = len(names)
+    n_test = max(1 if n >= 3 and test_fraction > 0 else 0, math.floor(n * test_fraction))
+    n_val = max(1 if n >= 3 and val_fraction > 0 else 0, math.floor(n * val_fraction))
+    if n < 3:  # too few folders: split clips instead (still deterministic)
+        ordered = sorted(entries, key=lambda e: hashlib.sha1(f"{seed}:{e}".encode()).hexdigest())
+        k = len(ordered)
+        nv = max(1, math.floor(k * val_fraction)) if k >= 2 else 0
+        splits = {"val": ordered[:nv], "test": [], "train": ordered[nv:]}
+    else:
+        splits = {
+            "test": [e for g in names[:n_test] for e in groups[g]],
+            "val": [e for g in names[n_test : n_test + n_val] for e in groups[g]],
+            "train": [e for g in names[n_test + n_val :] for e in groups[g]],
+        }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, items in splits.items():
+        items = sorted(items)
+        splits[split] = items
+        tmp = out / f".{split}.txt.tmp"
+        tmp.write_text("".join(f"{e}\n" for e in items))
+        os.replace(tmp, out / f"{split}.txt")
+    return splits
+
+
+def read_filelist(path: str | Path) -> list[str]:
+    """Upstream's reading: first whitespace token of each non-empty line (LRS2 test tags dropped)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line.split()[0])
+    return out
