@@ -42,7 +42,9 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
 def check_speech(wav: np.ndarray, path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Reject audio that cannot drive a lip sync: empty, shorter than 0.2 s, or all silence."""
     if wav.size < sr * MEL_STEP / MEL_FPS:
-        raise InputError(f"{path}: the audio is empty or too short ({wav.size / sr:.3f} s; at least 0.2 s needed)")
+        raise InputError(
+            f"{path}: the audio is empty or too short ({wav.size / sr:.3f} s; at least 0.2 s needed)"
+        )
     if not np.any(np.abs(wav) > 1e-4):
         raise InputError(f"{path}: the audio is silent (no sample above -80 dBFS)")
     return wav
@@ -119,7 +121,9 @@ def mel_window_starts(n_mel_frames: int, fps: float) -> list[int]:
     replaced by the last 16 columns and ends the list. Its length is the output frame count.
     """
     if n_mel_frames < MEL_STEP:
-        raise InputError(f"the audio is too short: {n_mel_frames} mel frames, at least {MEL_STEP} needed (0.2 s)")
+        raise InputError(
+            f"the audio is too short: {n_mel_frames} mel frames, at least {MEL_STEP} needed (0.2 s)"
+        )
     starts = []
     i = 0
     step = MEL_FPS / fps

@@ -45,7 +45,9 @@ class DetectionCache:
 
     @staticmethod
     def key(content_digest: str, settings: dict) -> str:
-        blob = json.dumps({"v": CACHE_VERSION, "content": content_digest, "settings": settings}, sort_keys=True)
+        blob = json.dumps(
+            {"v": CACHE_VERSION, "content": content_digest, "settings": settings}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def _path(self, key: str) -> Path:

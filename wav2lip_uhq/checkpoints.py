@@ -96,7 +96,10 @@ def local_path(name: str, directory: str | Path | None = None) -> Path:
 
 def list_checkpoints(directory: str | Path | None = None) -> list[tuple[KnownCheckpoint, Path, bool]]:
     """(checkpoint, where it is looked for, present) for every known checkpoint."""
-    return [(c, local_path(c.name, directory), local_path(c.name, directory).is_file()) for c in KNOWN_CHECKPOINTS.values()]
+    return [
+        (c, local_path(c.name, directory), local_path(c.name, directory).is_file())
+        for c in KNOWN_CHECKPOINTS.values()
+    ]
 
 
 def download(
@@ -174,6 +177,8 @@ def resolve_checkpoint(
     if path.is_file():
         return path
     if not allow_download:
-        raise CheckpointError(f"{path}: {name} is not in the models folder; run `wav2lip-uhq models download {name}`")
+        raise CheckpointError(
+            f"{path}: {name} is not in the models folder; run `wav2lip-uhq models download {name}`"
+        )
     log.info("%s not found in %s; downloading it", name, path.parent)
     return download(name, directory, progress)

@@ -14,7 +14,9 @@ import numpy as np
 
 
 class Compositor(Protocol):
-    def __call__(self, frame: np.ndarray, generated: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    def __call__(
+        self, frame: np.ndarray, generated: np.ndarray, box: tuple[int, int, int, int]
+    ) -> np.ndarray:
         """``box`` is (x1, y1, x2, y2) in frame pixels; ``frame`` may be modified in place."""
         ...
 
@@ -31,7 +33,9 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def feather_mask(height: int, width: int, top: float = 0.42, ramp: float = 0.16, edge: float = 0.12) -> np.ndarray:
+def feather_mask(
+    height: int, width: int, top: float = 0.42, ramp: float = 0.16, edge: float = 0.12
+) -> np.ndarray:
     """(H, W) float32 weights for the lower face: 0 above ``top``, rising smoothly over ``ramp``
     of the box height, and fading to 0 at the left, right and bottom edges over ``edge``."""
     ys = (np.arange(height, dtype=np.float32) + 0.5) / height
@@ -57,10 +61,14 @@ class FeatherBlend:
             self._masks[key] = feather_mask(height, width, *self.params)[..., None]
         return self._masks[key]
 
-    def __call__(self, frame: np.ndarray, generated: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    def __call__(
+        self, frame: np.ndarray, generated: np.ndarray, box: tuple[int, int, int, int]
+    ) -> np.ndarray:
         x1, y1, x2, y2 = box
         h, w = y2 - y1, x2 - x1
-        up = cv2.resize(generated, (w, h), interpolation=cv2.INTER_LANCZOS4 if h > generated.shape[0] else cv2.INTER_AREA)
+        up = cv2.resize(
+            generated, (w, h), interpolation=cv2.INTER_LANCZOS4 if h > generated.shape[0] else cv2.INTER_AREA
+        )
         region = frame[y1:y2, x1:x2].astype(np.float32)
         alpha = self.mask(h, w)
         blended = region + alpha * (up.astype(np.float32) - region)

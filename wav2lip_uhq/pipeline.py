@@ -208,7 +208,9 @@ class LipSyncPipeline:
                 if path is None:
                     candidate = default_models_dir(config.models_dir) / "s3fd.pth"
                     path = candidate if candidate.is_file() else None
-                det = create_detector("s3fd", device=device, model_path=path, batch_size=f.batch_size, max_size=max_size)
+                det = create_detector(
+                    "s3fd", device=device, model_path=path, batch_size=f.batch_size, max_size=max_size
+                )
             else:
                 det = create_detector(f.detector, max_size=max_size)
             self._detectors.clear()
@@ -239,6 +241,12 @@ class LipSyncPipeline:
             raise InputError(f"{config.face}: the video has no usable frame rate")
         mel = audio_mod.melspectrogram(wav)
         windows = audio_mod.mel_windows(mel, fps)
+        if config.mode != "fast":
+            # Upstream stops one window short of the audio's end; hold the last window so the
+            # video covers the whole audio (fast mode keeps upstream's frame count exactly).
+            cover = int(np.ceil(len(wav) / audio_mod.SAMPLE_RATE * fps - 1e-6))
+            if cover > len(windows):
+                windows = np.concatenate([windows, np.repeat(windows[-1:], cover - len(windows), axis=0)])
         n_out = len(windows)
         timings["audio"] = time.perf_counter() - t_start
 
@@ -256,7 +264,12 @@ class LipSyncPipeline:
         cached = None
         if config.faces.box is None:
             fo = config.frames
-            settings = {**detector.settings(), "resize": fo.resize_factor, "rotate": fo.rotate, "crop": list(fo.crop)}
+            settings = {
+                **detector.settings(),
+                "resize": fo.resize_factor,
+                "rotate": fo.rotate,
+                "crop": list(fo.crop),
+            }
             cache_key = cache.key(file_digest(config.face), settings)
             need = 1 if info.is_image else min(n_out, info.frame_count or n_out)
             cached = cache.load(cache_key, need)
@@ -283,7 +296,10 @@ class LipSyncPipeline:
                 if faces:
                     crops = np.stack(
                         [
-                            cv2.resize(batch[k][0][int(b[1]) : int(b[3]), int(b[0]) : int(b[2])], (img_size, img_size))
+                            cv2.resize(
+                                batch[k][0][int(b[1]) : int(b[3]), int(b[0]) : int(b[2])],
+                                (img_size, img_size),
+                            )
                             for k, b in faces
                         ]
                     )
@@ -326,7 +342,9 @@ class LipSyncPipeline:
 
             for frame in _threaded(source):
                 if frame.shape[:2] != (height, width):
-                    raise InputError(f"{config.face}: frame {n_in} changes size ({frame.shape[1]}x{frame.shape[0]})")
+                    raise InputError(
+                        f"{config.face}: frame {n_in} changes size ({frame.shape[1]}x{frame.shape[0]})"
+                    )
                 pending[n_in] = frame
                 if keep_frames is not None:
                     kept_bytes += frame.nbytes
@@ -433,6 +451,8 @@ def _output_path(config: RunConfig) -> Path:
     return out
 
 
-def run(config: RunConfig, progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> RunResult:
+def run(
+    config: RunConfig, progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None
+) -> RunResult:
     """Lip-sync ``config.face`` to ``config.audio`` (a fresh pipeline; models not kept)."""
     return LipSyncPipeline(config.device).run(config, progress, cancel)

@@ -110,7 +110,14 @@ def probe(path: str | Path) -> MediaInfo:
         if not width or not height:
             raise InputError(f"{path}: the video stream has no frame size (corrupt file?)")
         return MediaInfo(
-            path, width, height, float(rate), Fraction(rate), int(count or 0), False, bool(container.streams.audio)
+            path,
+            width,
+            height,
+            float(rate),
+            Fraction(rate),
+            int(count or 0),
+            False,
+            bool(container.streams.audio),
         )
 
 
@@ -229,9 +236,14 @@ class VideoWriter:
         if not os.access(self.path.parent, os.W_OK):
             raise OutputError(f"{self.path.parent}: output folder is not writable")
         self.tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial{self.path.suffix}")
-        fmt = "matroska" if settings.lossless else ("mp4" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else None)
+        fmt = (
+            "matroska"
+            if settings.lossless
+            else ("mp4" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else None)
+        )
+        options = {"movflags": "+faststart"} if fmt == "mp4" else {}
         try:
-            self.container = av.open(str(self.tmp), mode="w", format=fmt)
+            self.container = av.open(str(self.tmp), mode="w", format=fmt, options=options)
         except (av.FFmpegError, OSError) as exc:
             raise OutputError(f"{self.path}: cannot create the output ({exc})") from exc
         self.width, self.height = width + width % 2, height + height % 2  # 4:2:0 needs even sizes
@@ -246,8 +258,6 @@ class VideoWriter:
             self.vstream.pix_fmt = "yuv420p"
             self.vstream.width, self.vstream.height = self.width, self.height
             self.vstream.options = {"crf": str(settings.crf), "preset": settings.preset}
-            if fmt == "mp4":
-                self.container.options = {"movflags": "+faststart"}
         self.vstream.codec_context.time_base = 1 / self.frame_rate
         self.audio = audio
         self.astream = None
@@ -303,7 +313,7 @@ class VideoWriter:
         try:
             self._mux(self.vstream.encode(None))
             if self.astream is not None:
-                self._write_audio_until(self.frames / float(self.frame_rate))
+                self._write_audio_until(None)  # the whole audio, as upstream (no -shortest)
                 self._mux(self.astream.encode(None))
             self.container.close()
             os.replace(self.tmp, self.path)

@@ -76,7 +76,9 @@ class S3FDDetector(FaceDetector):
             raise Wav2LipUHQError(f"{model_path}: S3FD weights not found")
         try:
             self._det = SFDDetector(
-                self.device, path_to_detector=str(model_path) if model_path else None, filter_threshold=threshold
+                self.device,
+                path_to_detector=str(model_path) if model_path else None,
+                filter_threshold=threshold,
             )
         except (OSError, RuntimeError) as exc:  # urllib errors are OSErrors
             raise Wav2LipUHQError(
@@ -213,4 +215,6 @@ def create_detector(name: str = "s3fd", device: str = "cpu", **options) -> FaceD
         return DlibDetector(**options)
     if name == "box":
         return FixedBoxDetector(**options)
-    raise Wav2LipUHQError(f"unknown face detector {name!r} (choose from {', '.join(DETECTORS)} or a fixed box)")
+    raise Wav2LipUHQError(
+        f"unknown face detector {name!r} (choose from {', '.join(DETECTORS)} or a fixed box)"
+    )

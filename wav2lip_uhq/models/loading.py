@@ -104,12 +104,15 @@ def _torch_load(path: Path) -> object:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        if "Weights only load failed" in msg or "Unsupported global" in msg:
-            raise CheckpointError(
-                f"{path}: the file contains Python objects other than tensors; refusing to unpickle it "
-                "(only state dicts, upstream training dicts, TorchScript and .safetensors are loaded)"
-            ) from exc
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint or corrupt ({msg})") from exc
+        if "Unsupported global" not in msg:
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+            hint = " (it looks like a web page: a failed download?)" if b"<" in head else ""
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint or corrupt{hint}") from exc
+        raise CheckpointError(
+            f"{path}: the file contains Python objects other than tensors; refusing to unpickle it "
+            "(only state dicts, upstream training dicts, TorchScript and .safetensors are loaded)"
+        ) from exc
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(
             f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc}); "
@@ -171,7 +174,9 @@ def load_model(
     state = read_state_dict(path)
     arch = detect_architecture(state, path)
     if kind is not None and arch.kind != kind:
-        raise CheckpointError(f"{path}: this is a {arch.kind} checkpoint ({arch.img_size} px), a {kind} model is needed")
+        raise CheckpointError(
+            f"{path}: this is a {arch.kind} checkpoint ({arch.img_size} px), a {kind} model is needed"
+        )
     model = arch.build()
     model.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent (checked above)
     model.architecture = arch  # type: ignore[attr-defined]

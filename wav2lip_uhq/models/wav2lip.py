@@ -62,9 +62,7 @@ class Wav2Lip(nn.Module):
             cin = cout + skip_channels[-1 - i]
         self.face_decoder_blocks = nn.ModuleList(decoder)
 
-        self.output_block = nn.Sequential(
-            Conv2d(cin, 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid()
-        )
+        self.output_block = nn.Sequential(Conv2d(cin, 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
 
     def forward(self, audio_sequences: torch.Tensor, face_sequences: torch.Tensor) -> torch.Tensor:
         batch = audio_sequences.size(0)

@@ -1,0 +1,87 @@
+"""Dataclass configs <-> config files (JSON/TOML) <-> command-line overrides.
+
+Every field of a config dataclass becomes ``--field-name``; precedence is
+defaults < ``--config FILE`` < explicit command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _parse_bool(s: str) -> bool:
+    v = s.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name.startswith("_"):
+            continue
+        hint = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        origin = typing.get_origin(hint)
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args else hint
+        help_text = (f.metadata or {}).get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{help_text} (default: {default})".strip()
+        if base is bool:
+            parser.add_argument(flag, type=_parse_bool, default=None, metavar="BOOL", help=help_text)
+        elif typing.get_origin(base) in (tuple, list):
+            inner = typing.get_args(base)[0] if typing.get_args(base) else str
+            parser.add_argument(flag, type=inner, nargs="+", default=None, help=help_text)
+        elif base in (int, float, str):
+            parser.add_argument(flag, type=base, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=str, default=None, help=help_text)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    else:
+        data = json.loads(text)
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def build_config(cls: type[T], args: argparse.Namespace | None = None, file: str | Path | None = None,
+                 **overrides: Any) -> T:
+    """Defaults, then the file, then non-None CLI values, then keyword overrides."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if file:
+        data = read_config_file(file)
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"{file}: unknown settings {sorted(unknown)}")
+        values.update(data)
+    if args is not None:
+        values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    values.update(overrides)
+    hints = typing.get_type_hints(cls)
+    for k, v in list(values.items()):
+        if isinstance(v, list) and typing.get_origin(hints[k]) is not list:
+            values[k] = tuple(v)
+    return cls(**values)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain JSON-able dict (stored in checkpoints: loadable with weights_only=True)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))

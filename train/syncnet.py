@@ -1,0 +1,209 @@
+"""Expert lip-sync discriminator training (``python -m train syncnet``).
+
+Upstream's recipe (``color_syncnet_train.py``): 5-frame windows of lower halves, balanced
+in/off-sync pairs from the same video, cosine similarity + BCE (chance = ln 2 = 0.693),
+Adam 1e-4. Added: AdamW, AMP on CUDA, DDP, gradient accumulation, exact resume, a fixed
+eval set (the same samples at every eval, so numbers are comparable), ``best.pth`` /
+``latest.pth`` / ``checkpoint_step*.pth`` in upstream's checkpoint layout, and an optional
+stop at a target eval loss (the usual bar is ~0.25 on real data).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from wav2lip_uhq.models import SyncNet, read_state_dict
+
+from . import distributed as dist_
+from .config import to_dict
+from .data import BadDataPolicy, StepSampler, SyncNetDataset, eval_indices, open_source
+from .preprocess import read_filelist
+from .runtime import (
+    BEST,
+    LATEST,
+    Amp,
+    RunLog,
+    find_resume,
+    load_training_checkpoint,
+    prune_step_checkpoints,
+    rng_state,
+    save_model_checkpoint,
+    set_rng_state,
+    step_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncNetConfig:
+    data_root: str | None = field(default=None, metadata={"help": "preprocessed root (upstream layout)"})
+    cache: str | None = field(default=None, metadata={"help": "packed cache from `python -m train cache`"})
+    train_list: str = "filelists/train.txt"
+    val_list: str = "filelists/val.txt"
+    checkpoint_dir: str = "checkpoints/syncnet"
+    img_size: int = field(default=96, metadata={"help": "96 (SyncNet_color) or 288 (SyncNet_color_384)"})
+    batch_size: int = field(default=64, metadata={"help": "samples per optimizer step, all processes together"})
+    accum: int = field(default=1, metadata={"help": "gradient accumulation micro-steps"})
+    lr: float = 1e-4
+    optimizer: str = field(default="adam", metadata={"help": "adam (upstream) or adamw"})
+    weight_decay: float = 0.0
+    max_steps: int = 200_000
+    eval_interval: int = 10_000
+    eval_batches: int = 50
+    checkpoint_interval: int = 10_000
+    keep_checkpoints: int = 3
+    log_interval: int = 100
+    num_workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    sync_bn: bool = True
+    target_loss: float | None = field(default=None, metadata={"help": "stop once the eval loss is at or below"})
+    resume: str = field(default="auto", metadata={"help": "auto (latest in checkpoint_dir), none, or a path"})
+    init_checkpoint: str | None = field(default=None, metadata={"help": "start from these weights"})
+    min_negative_distance: int = 1
+    max_redraws: int = 100
+    tensorboard: bool = True
+
+
+def _optimizer(params, cfg) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 1e-2)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam or adamw)")
+
+
+def _loader(dataset, micro: int, sampler, workers: int, device: torch.device):
+    return DataLoader(dataset, batch_size=micro, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None)
+
+
+def _micro_batch(batch: int, accum: int, world: int) -> int:
+    if batch % (accum * world):
+        raise ValueError(f"batch_size {batch} must be divisible by accum {accum} x processes {world}")
+    return batch // (accum * world)
+
+
+@torch.no_grad()
+def evaluate(model: SyncNet, dataset: SyncNetDataset, micro: int, batches: int, d: dist_.Dist, amp: Amp) -> float:
+    """Mean BCE over a fixed set of balanced val samples (upstream's eval metric)."""
+    model.eval()
+    total = count = 0.0
+    for idx in eval_indices(batches, micro, d.rank, d.world):
+        items = [dataset[i] for i in idx]
+        x, mel, y = (torch.stack(t).to(d.device) for t in zip(*items))
+        with amp.autocast():
+            a, v = model(mel, x)
+        loss = SyncNet.sync_loss(a.float(), v.float(), y)
+        total += float(loss) * len(idx)
+        count += len(idx)
+    total, count = dist_.all_reduce_sum([total, count], d)
+    return total / max(count, 1)
+
+
+def train(cfg: SyncNetConfig) -> dict:
+    d = dist_.setup(cfg.device)
+    torch.manual_seed(cfg.seed)
+    ckdir = Path(cfg.checkpoint_dir)
+    ckdir.mkdir(parents=True, exist_ok=True)
+    micro = _micro_batch(cfg.batch_size, cfg.accum, d.world)
+
+    train_entries = read_filelist(cfg.train_list)
+    val_entries = read_filelist(cfg.val_list)
+    policy = BadDataPolicy(max_redraws=cfg.max_redraws)
+    train_ds = SyncNetDataset(open_source(cfg.data_root, cfg.cache, train_entries, cfg.img_size), cfg.seed, policy,
+                              cfg.min_negative_distance)
+    val_ds = SyncNetDataset(open_source(cfg.data_root, cfg.cache, val_entries, cfg.img_size), 10_007, policy,
+                            cfg.min_negative_distance)
+
+    model = SyncNet(cfg.img_size).to(d.device)
+    optimizer = _optimizer(model.parameters(), cfg)
+    amp = Amp(d.device, cfg.amp)
+    step, best = 0, math.inf
+    resume = find_resume(ckdir) if cfg.resume == "auto" else (None if cfg.resume == "none" else Path(cfg.resume))
+    if resume is not None:
+        ck = load_training_checkpoint(resume)
+        model.load_state_dict({k.removeprefix("module."): v for k, v in ck["state_dict"].items()})
+        if ck.get("optimizer"):
+            optimizer.load_state_dict(ck["optimizer"])
+        step = int(ck.get("global_step", 0))
+        ts = ck.get("train_state") or {}
+        best = float(ts.get("best", math.inf))
+        set_rng_state(ts.get("rng"))
+        if ts.get("scaler"):
+            amp.scaler.load_state_dict(ts["scaler"])
+        log.info("resumed from %s at step %d", resume, step)
+    elif cfg.init_checkpoint:
+        model.load_state_dict(read_state_dict(cfg.init_checkpoint))
+        log.info("initialised from %s", cfg.init_checkpoint)
+
+    net = dist_.wrap(model, d, cfg.sync_bn)
+    sampler = StepSampler(micro, cfg.accum, d.rank, d.world, start_step=step)
+    loader = iter(_loader(train_ds, micro, sampler, cfg.num_workers, d.device))
+    runlog = RunLog(ckdir / "logs", d, cfg.tensorboard)
+    epoch_size = max(1, len(train_ds.source.entries))
+
+    def train_state() -> dict:
+        return {"best": best, "rng": rng_state(), "scaler": amp.scaler.state_dict(), "config": to_dict(cfg),
+                "kind": "syncnet"}
+
+    def save(path: Path) -> None:
+        if d.is_main:
+            save_model_checkpoint(path, model, optimizer, step, step * cfg.batch_size // epoch_size, train_state())
+
+    last_eval = None
+    t0, seen, running = time.time(), 0, 0.0
+    try:
+        while step < cfg.max_steps:
+            net.train()
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for _ in range(cfg.accum):
+                x, mel, y = (t.to(d.device, non_blocking=True) for t in next(loader))
+                with amp.autocast():
+                    a, v = net(mel, x)
+                loss = SyncNet.sync_loss(a.float(), v.float(), y)
+                amp.scaler.scale(loss / cfg.accum).backward()
+                step_loss += loss.item() / cfg.accum
+            amp.scaler.step(optimizer)
+            amp.scaler.update()
+            step += 1
+            seen += micro * cfg.accum * d.world
+            running += step_loss
+            if step % cfg.log_interval == 0 or step == 1:
+                n = 1 if step == 1 else cfg.log_interval
+                rate = seen / max(time.time() - t0, 1e-9)
+                runlog.scalars(step, "train", {"loss": running / n, "samples_per_s": rate})
+                log.info("step %d  loss %.4f  %.1f samples/s", step, running / n, rate)
+                running, seen, t0 = 0.0, 0, time.time()
+            if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+                last_eval = evaluate(model, val_ds, micro, cfg.eval_batches, d, amp)
+                runlog.scalars(step, "eval", {"loss": last_eval})
+                log.info("step %d  eval loss %.4f (chance 0.693)", step, last_eval)
+                if last_eval < best:
+                    best = last_eval
+                    save(ckdir / BEST)
+            if step % cfg.checkpoint_interval == 0 or step == cfg.max_steps:
+                save(ckdir / step_name(step))
+                save(ckdir / LATEST)
+                if d.is_main:
+                    prune_step_checkpoints(ckdir, cfg.keep_checkpoints)
+            if cfg.target_loss is not None and last_eval is not None and last_eval <= cfg.target_loss:
+                log.info("eval loss %.4f reached the target %.4f: stopping", last_eval, cfg.target_loss)
+                save(ckdir / LATEST)
+                break
+            dist_.barrier(d) if step % cfg.checkpoint_interval == 0 else None
+    finally:
+        runlog.close()
+        dist_.cleanup(d)
+    return {"step": step, "eval_loss": last_eval, "best": best, "checkpoint_dir": str(ckdir)}
