@@ -50,6 +50,8 @@ class SyncNetConfig:
     val_list: str = "filelists/val.txt"
     checkpoint_dir: str = "checkpoints/syncnet"
     img_size: int = field(default=96, metadata={"help": "96 (SyncNet_color) or 288 (SyncNet_color_384)"})
+    width: float = field(default=1.0, metadata={"help": "channel multiplier; < 1 only for quick experiments/tests "
+                                                        "(such checkpoints load with train.syncnet.load_expert)"})
     batch_size: int = field(default=64, metadata={"help": "samples per optimizer step, all processes together"})
     accum: int = field(default=1, metadata={"help": "gradient accumulation micro-steps"})
     lr: float = 1e-4
@@ -72,6 +74,40 @@ class SyncNetConfig:
     min_negative_distance: int = 1
     max_redraws: int = 100
     tensorboard: bool = True
+
+
+def build_syncnet(img_size: int, width: float = 1.0) -> SyncNet:
+    """The upstream architecture, or a uniformly narrowed copy (``width`` < 1) for fast smoke runs."""
+    if width == 1.0:
+        return SyncNet(img_size)
+    from dataclasses import replace
+
+    from wav2lip_uhq.models.specs import SYNCNET_SPECS
+
+    spec = SYNCNET_SPECS[img_size]
+
+    def narrow(layers):
+        return tuple(replace(layer, cout=max(4, int(round(layer.cout * width)))) for layer in layers)
+
+    face, audio = narrow(spec.face), narrow(spec.audio)
+    return SyncNet(spec=replace(spec, face=face, audio=audio, embedding=face[-1].cout))
+
+
+def load_expert(path: str | Path, device: str | torch.device = "cpu") -> SyncNet:
+    """A trained expert in eval mode: any checkpoint the engine loads, or a narrowed one from this trainer."""
+    from wav2lip_uhq.errors import CheckpointError
+    from wav2lip_uhq.models import load_model
+
+    try:
+        return load_model(path, device, kind="syncnet")
+    except CheckpointError:
+        ck = torch.load(str(path), map_location="cpu", weights_only=True)
+        conf = (ck.get("train_state") or {}).get("config") if isinstance(ck, dict) else None
+        if not conf or "width" not in conf:
+            raise
+        model = build_syncnet(int(conf["img_size"]), float(conf["width"]))
+        model.load_state_dict({k.removeprefix("module."): v for k, v in ck["state_dict"].items()})
+        return model.eval().to(device)
 
 
 def _optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -126,7 +162,7 @@ def train(cfg: SyncNetConfig) -> dict:
     val_ds = SyncNetDataset(open_source(cfg.data_root, cfg.cache, val_entries, cfg.img_size), 10_007, policy,
                             cfg.min_negative_distance)
 
-    model = SyncNet(cfg.img_size).to(d.device)
+    model = build_syncnet(cfg.img_size, cfg.width).to(d.device)
     optimizer = _optimizer(model.parameters(), cfg)
     amp = Amp(d.device, cfg.amp)
     step, best = 0, math.inf

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from wav2lip_uhq.models import SyncNet, Wav2Lip, Wav2LipDiscQual, load_model, read_state_dict
+from wav2lip_uhq.models import SyncNet, Wav2Lip, Wav2LipDiscQual, read_state_dict
 
 from . import distributed as dist_
 from .config import to_dict
@@ -54,7 +54,7 @@ from .runtime import (
     set_rng_state,
     step_name,
 )
-from .syncnet import _micro_batch, _optimizer
+from .syncnet import _micro_batch, _optimizer, load_expert
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def train(cfg: Wav2LipConfig) -> dict:
 
     expert = None
     if cfg.syncnet_checkpoint:
-        expert = load_model(cfg.syncnet_checkpoint, d.device, kind="syncnet")  # eval mode (BN frozen)
+        expert = load_expert(cfg.syncnet_checkpoint, d.device)  # eval mode (BN frozen)
         for p in expert.parameters():
             p.requires_grad_(False)
     elif sync_weight > 0 and cfg.sync_schedule != "upstream":

@@ -106,6 +106,8 @@ def probe(path: str | Path) -> MediaInfo:
         count = stream.frames
         if not count and stream.duration and stream.time_base:
             count = int(round(float(stream.duration * stream.time_base) * float(rate)))
+        if not count and container.duration:
+            count = int(round(container.duration / 1_000_000 * float(rate)))
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise InputError(f"{path}: the video stream has no frame size (corrupt file?)")
@@ -151,6 +153,9 @@ def iter_frames(path: str | Path, limit: int | None = None) -> Iterator[np.ndarr
                     return
         except av.FFmpegError as exc:
             raise InputError(f"{path}: the video is corrupt or truncated after frame {n} ({exc})") from exc
+        expected = stream.frames
+        if expected and n < expected - 1:
+            raise InputError(f"{path}: the video is truncated: {n} of its {expected} frames could be decoded")
     if n == 0:
         raise InputError(f"{path}: no video frame could be decoded (corrupt or truncated file)")
 

@@ -141,8 +141,9 @@ class DlibDetector(FaceDetector):
 
     name = "dlib"
 
-    def __init__(self, upsample: int = 1, max_size: int | None = 720) -> None:
+    def __init__(self, upsample: int = 1, max_size: int | None = 720, threshold: float = 0.3) -> None:
         super().__init__(max_size)
+        self.threshold = threshold  # HOG scores below this are mostly false positives
         try:
             import dlib
         except ImportError as exc:
@@ -153,7 +154,7 @@ class DlibDetector(FaceDetector):
         self._dlib = dlib
 
     def settings(self) -> dict:
-        return {**super().settings(), "upsample": self.upsample}
+        return {**super().settings(), "upsample": self.upsample, "threshold": self.threshold}
 
     def landmarks(self, frame_rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """(K, 68, 2) landmarks inside the given (K, 4+) boxes (full-resolution coordinates)."""
@@ -169,7 +170,7 @@ class DlibDetector(FaceDetector):
         for frame in frames_rgb:
             scale = self._scale(frame)
             small = self._resize([frame], scale)[0]
-            rects, scores, _ = self._det.run(small, self.upsample, 0.0)
+            rects, scores, _ = self._det.run(small, self.upsample, self.threshold)
             faces = []
             for rect, score in zip(rects, scores):
                 shape = self._predictor(small, rect)

@@ -104,15 +104,15 @@ def _torch_load(path: Path) -> object:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        if "Unsupported global" not in msg:
-            with open(path, "rb") as fh:
-                head = fh.read(16)
-            hint = " (it looks like a web page: a failed download?)" if b"<" in head else ""
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint or corrupt{hint}") from exc
-        raise CheckpointError(
-            f"{path}: the file contains Python objects other than tensors; refusing to unpickle it "
-            "(only state dicts, upstream training dicts, TorchScript and .safetensors are loaded)"
-        ) from exc
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if "Unsupported global" in msg or "Unsupported class" in msg or head[:1] == b"\x80":
+            raise CheckpointError(
+                f"{path}: the file contains Python objects other than tensors; refusing to unpickle it "
+                "(only state dicts, upstream training dicts, TorchScript and .safetensors are loaded)"
+            ) from exc
+        hint = " (it looks like a web page: a failed download?)" if b"<" in head else ""
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint or corrupt{hint}") from exc
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(
             f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc}); "
