@@ -76,21 +76,21 @@ def output_dir(video: Path, data_root: Path, preprocessed_root: Path) -> Path:
     return preprocessed_root / rel.parent / rel.stem
 
 
-_DETECTOR = None
+_DETECTORS: dict[tuple, object] = {}  # one detector per process and setting (loaded once)
 
 
 def _detector(cfg: PreprocessConfig):
-    global _DETECTOR
-    if _DETECTOR is None:
+    key = (cfg.detector, cfg.box, cfg.device, cfg.batch_size)
+    if key not in _DETECTORS:
         from wav2lip_uhq.faces import create_detector
 
         if cfg.detector == "box":
-            _DETECTOR = create_detector("box", box=cfg.box)
+            _DETECTORS[key] = create_detector("box", box=cfg.box)
         elif cfg.detector == "s3fd":
-            _DETECTOR = create_detector("s3fd", device=cfg.device, batch_size=cfg.batch_size)
+            _DETECTORS[key] = create_detector("s3fd", device=cfg.device, batch_size=cfg.batch_size)
         else:
-            _DETECTOR = create_detector(cfg.detector, device=cfg.device)
-    return _DETECTOR
+            _DETECTORS[key] = create_detector(cfg.detector, device=cfg.device)
+    return _DETECTORS[key]
 
 
 def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:

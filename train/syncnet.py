@@ -190,7 +190,7 @@ def train(cfg: SyncNetConfig) -> dict:
     epoch_size = max(1, len(train_ds.source.entries))
 
     def train_state() -> dict:
-        return {"best": best, "rng": rng_state(), "scaler": amp.scaler.state_dict(), "config": to_dict(cfg),
+        return {"best": float(best), "rng": rng_state(), "scaler": amp.scaler.state_dict(), "config": to_dict(cfg),
                 "kind": "syncnet"}
 
     def save(path: Path) -> None:

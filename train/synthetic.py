@@ -81,10 +81,10 @@ def render_clip(spec: ClipSpec, photo: np.ndarray, speech: np.ndarray | None = N
 
     # speaker identity
     dx, dy = spk.integers(-12, 13, size=2)
-    gain = spk.uniform(0.75, 1.2)
-    tint = spk.uniform(0.85, 1.15, size=3)
+    gain = spk.uniform(0.85, 1.15)
+    tint = spk.uniform(0.92, 1.08, size=3)
     mirror = bool(spk.integers(0, 2))
-    lip_color = np.array([60, 50, 150]) * spk.uniform(0.7, 1.1)
+    lip_color = np.array([60, 50, 150]) * spk.uniform(0.85, 1.1)
     x1, y1, x2, y2 = _BASE_CROP
     x1, x2, y1, y2 = x1 + dx, x2 + dx, y1 + dy, y2 + dy
     base = photo[y1:y2, x1:x2, ::-1].astype(np.float32)  # RGB -> BGR

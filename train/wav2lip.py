@@ -258,7 +258,7 @@ def train(cfg: Wav2LipConfig) -> dict:
     epoch_size = max(1, len(train_ds.source.entries))
 
     def train_state() -> dict:
-        st = {"best": best, "rng": rng_state(), "scaler": amp.scaler.state_dict(), "config": to_dict(cfg),
+        st = {"best": float(best), "rng": rng_state(), "scaler": amp.scaler.state_dict(), "config": to_dict(cfg),
               "sync_schedule": schedule.state_dict(), "kind": "wav2lip"}
         if disc is not None:
             st.update(disc_state_dict={k: v.detach().cpu() for k, v in disc.state_dict().items()},
@@ -295,9 +295,9 @@ def train(cfg: Wav2LipConfig) -> dict:
             sums += np.array(vals + [1.0]) * len(idx)
         sums = np.array(dist_.all_reduce_sum(sums.tolist(), d))
         n = max(sums[5], 1)
-        out = {"l1": sums[0] / n, "sync": sums[1] / n}
+        out = {"l1": float(sums[0] / n), "sync": float(sums[1] / n)}
         if disc is not None:
-            out.update(perceptual=sums[2] / n, fake=sums[3] / n, real=sums[4] / n)
+            out.update(perceptual=float(sums[2] / n), fake=float(sums[3] / n), real=float(sums[4] / n))
         return out
 
     last_eval: dict[str, float] = {}

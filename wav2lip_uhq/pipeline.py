@@ -185,13 +185,16 @@ class LipSyncPipeline:
         import torch
 
         from .models import load_model
+        from .models.optimize import fold_batchnorm
 
         key = (str(Path(path).resolve()), Path(path).stat().st_mtime, device)
         if key not in self._generators:
             self._generators.clear()
-            model = load_model(path, device=device, kind="wav2lip")
+            model = fold_batchnorm(load_model(path, device=device, kind="wav2lip"))
             if device.startswith("cuda"):
                 model.half()
+            else:
+                model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN)
             self._generators[key] = model
             torch.set_grad_enabled(False)
         return self._generators[key]
@@ -329,7 +332,9 @@ class LipSyncPipeline:
             limit = n_out  # never decode frames past the audio's end
             source = (preprocess_frame(f, config.frames) for f in iter_frames(config.face, limit=limit))
             pending: dict[int, np.ndarray] = {}
-            keep_frames: list[np.ndarray] | None = []
+            # Frames are kept for later loops only when the audio outlasts the video.
+            loops = info.is_image or not info.frame_count or info.frame_count < n_out
+            keep_frames: list[np.ndarray] | None = [] if loops else None
             kept_bytes = 0
             det_batch: list[np.ndarray] = []
             n_in = 0
@@ -426,6 +431,7 @@ def _generate(model, crops: np.ndarray, mels: np.ndarray, device: str, dtype) ->
         faces = torch.from_numpy(crops).to(device)
         masked = faces.clone()
         masked[:, faces.shape[1] // 2 :] = 0
+        # NHWC storage viewed as NCHW is channels_last: what the optimised CPU model wants.
         x = torch.cat([masked, faces], dim=3).permute(0, 3, 1, 2).float() / 255.0
         mel = torch.from_numpy(np.ascontiguousarray(mels)).to(device).unsqueeze(1).float()
         pred = model(mel.to(dtype), x.to(dtype)).float()
