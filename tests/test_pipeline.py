@@ -191,3 +191,23 @@ def test_h264_output_defaults(astronaut_png, speech_short, w2l_checkpoint, tmp_p
     again = run(RunConfig(face=astronaut_png, audio=speech_short, checkpoint=w2l_checkpoint,
                           faces=FaceOptions(box=(80, 200, 170, 280)), cache_dir=tmp_path / "c"))
     assert again.output != result.output and result.output.exists()
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    """Phone videos store portrait frames as rotated landscape: frames come out upright, like FFmpeg shows them."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from conftest import write_video
+
+    frame = np.zeros((64, 96, 3), np.uint8)
+    frame[:16, :32] = 255
+    land = write_video(tmp_path / "land.mp4", [frame] * 3, lossless=False)
+    rot = tmp_path / "rot.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-display_rotation:v:0", "90",
+                    "-i", str(land), "-c", "copy", str(rot)], check=True)
+    ours = next(iter_frames(rot))
+    assert ours.shape[:2] == (96, 64)
+    bright = np.argwhere(ours[:, :, 0] > 200).mean(0)
+    assert bright[0] > 64 and bright[1] < 16  # the top-left block ends bottom-left after a 90 degree CCW turn

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import audio as audio_mod
 from .cache import DetectionCache, default_cache_dir, file_digest
-from .checkpoints import resolve_checkpoint, models_dir as default_models_dir
+from .checkpoints import resolve_checkpoint
 from .compositing import make_compositor
 from .config import FrameOptions, RunConfig
 from .errors import Cancelled, InputError, NoFaceError, OutputError
@@ -207,10 +207,8 @@ class LipSyncPipeline:
         key = (f.detector, max_size, device, str(f.s3fd_path), f.batch_size)
         if key not in self._detectors:
             if f.detector == "s3fd":
-                path = f.s3fd_path
-                if path is None:
-                    candidate = default_models_dir(config.models_dir) / "s3fd.pth"
-                    path = candidate if candidate.is_file() else None
+                # S3FD weights live in the models folder like every other model (fetched once).
+                path = f.s3fd_path or resolve_checkpoint("s3fd", config.models_dir, config.allow_download)
                 det = create_detector(
                     "s3fd", device=device, model_path=path, batch_size=f.batch_size, max_size=max_size
                 )
