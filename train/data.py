@@ -31,9 +31,9 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -53,7 +53,7 @@ class DataError(RuntimeError):
     """The dataset is unusable (too much bad data); the message says what and where."""
 
 
-def mel_start(frame: int | float) -> int:
+def mel_start(frame: float) -> int:
     """First mel column of the window for video frame ``frame`` (upstream's crop_audio_window)."""
     return int(MEL_PER_FRAME * frame)
 
@@ -445,5 +445,6 @@ class StepSampler(Sampler[int]):
 
 
 def eval_indices(n_batches: int, batch: int, rank: int, world: int) -> list[list[int]]:
-    """Fixed eval sample indices (same every eval), split over ranks by batch."""
-    return [list(range(b * batch, (b + 1) * batch)) for b in range(n_batches) if b % world == rank]
+    """Fixed eval samples (the same at every eval and for any number of processes), this rank's share."""
+    mine = list(range(n_batches * batch))[rank::world]
+    return [mine[i : i + batch] for i in range(0, len(mine), batch)]

@@ -57,12 +57,61 @@ def setup(device: str = "auto") -> Dist:
     return Dist(rank, world, local_rank, dev)
 
 
+class CPUSyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are all-reduced over the process group.
+
+    torch's SyncBatchNorm is CUDA-only; this one works with gloo (CPU runs and tests). Sums are
+    reduced in float64 with a differentiable all_reduce, so gradients match one big batch.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        x64 = x.double()
+        count = torch.full((1,), x.numel() / x.size(1), dtype=torch.float64, device=x.device)
+        stats = all_reduce(torch.cat([x64.sum((0, 2, 3)), (x64 * x64).sum((0, 2, 3)), count]))
+        c = x.size(1)
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
+                self.running_var.mul_(1 - m).add_(m * (var * n / (n - 1)).to(self.running_var.dtype))
+        y = (x64 - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        y = y.to(x.dtype)
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y
+
+
+def convert_cpu_sync_bn(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by :class:`CPUSyncBatchNorm2d` (same parameters and buffers)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            new = CPUSyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                     child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            new.to(next(child.parameters()).device if child.affine else "cpu")
+            setattr(module, name, new)
+        else:
+            convert_cpu_sync_bn(child)
+    return module
+
+
 def wrap(model: nn.Module, d: Dist, sync_bn: bool = True) -> nn.Module:
     """DDP wrapper; BatchNorm synchronised across processes so that statistics match one big batch."""
     if not d.enabled:
         return model
     if sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if d.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            model = convert_cpu_sync_bn(model)
     ids = [d.device.index] if d.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 

@@ -55,7 +55,7 @@ class SyncNetConfig:
     batch_size: int = field(default=64, metadata={"help": "samples per optimizer step, all processes together"})
     accum: int = field(default=1, metadata={"help": "gradient accumulation micro-steps"})
     lr: float = 1e-4
-    optimizer: str = field(default="adam", metadata={"help": "adam (upstream) or adamw"})
+    optimizer: str = field(default="adam", metadata={"help": "adam (upstream), adamw or sgd"})
     weight_decay: float = 0.0
     max_steps: int = 200_000
     eval_interval: int = 10_000
@@ -115,7 +115,9 @@ def _optimizer(params, cfg) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 1e-2)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam or adamw)")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam, adamw or sgd)")
 
 
 def _loader(dataset, micro: int, sampler, workers: int, device: torch.device):
@@ -147,6 +149,7 @@ def evaluate(model: SyncNet, dataset: SyncNetDataset, micro: int, batches: int, 
     return total / max(count, 1)
 
 
+@torch.enable_grad()  # the engine's inference may have switched grad mode off process-wide
 def train(cfg: SyncNetConfig) -> dict:
     d = dist_.setup(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -163,13 +166,19 @@ def train(cfg: SyncNetConfig) -> dict:
                             cfg.min_negative_distance)
 
     model = build_syncnet(cfg.img_size, cfg.width).to(d.device)
-    optimizer = _optimizer(model.parameters(), cfg)
     amp = Amp(d.device, cfg.amp)
-    step, best = 0, math.inf
+    step, best, ck = 0, math.inf, None
     resume = find_resume(ckdir) if cfg.resume == "auto" else (None if cfg.resume == "none" else Path(cfg.resume))
     if resume is not None:
         ck = load_training_checkpoint(resume)
         model.load_state_dict({k.removeprefix("module."): v for k, v in ck["state_dict"].items()})
+    elif cfg.init_checkpoint:
+        model.load_state_dict(read_state_dict(cfg.init_checkpoint))
+        log.info("initialised from %s", cfg.init_checkpoint)
+    # wrap (BatchNorm conversion creates new parameters) before the optimizer sees them
+    net = dist_.wrap(model, d, cfg.sync_bn)
+    optimizer = _optimizer(model.parameters(), cfg)
+    if ck is not None:
         if ck.get("optimizer"):
             optimizer.load_state_dict(ck["optimizer"])
         step = int(ck.get("global_step", 0))
@@ -179,11 +188,7 @@ def train(cfg: SyncNetConfig) -> dict:
         if ts.get("scaler"):
             amp.scaler.load_state_dict(ts["scaler"])
         log.info("resumed from %s at step %d", resume, step)
-    elif cfg.init_checkpoint:
-        model.load_state_dict(read_state_dict(cfg.init_checkpoint))
-        log.info("initialised from %s", cfg.init_checkpoint)
 
-    net = dist_.wrap(model, d, cfg.sync_bn)
     sampler = StepSampler(micro, cfg.accum, d.rank, d.world, start_step=step)
     loader = iter(_loader(train_ds, micro, sampler, cfg.num_workers, d.device))
     runlog = RunLog(ckdir / "logs", d, cfg.tensorboard)

@@ -36,7 +36,7 @@ class ClipSpec:
     seconds: float
     fps: float = 25.0
     sr: int = SAMPLE_RATE
-    shift_frames: int = 0  # audio delayed by this many frames (positive: audio late)
+    shift_frames: int = 0  # the mouth lags the audio by this many frames (video frame v shows audio frame v - shift)
 
 
 def _syllable_audio(rng: np.random.Generator, n: int, sr: int) -> tuple[np.ndarray, np.ndarray]:

@@ -182,6 +182,7 @@ def sample_grid(x: torch.Tensor, g: torch.Tensor, y: torch.Tensor, max_items: in
     return np.concatenate(rows, 0)
 
 
+@torch.enable_grad()  # the engine's inference may have switched grad mode off process-wide
 def train(cfg: Wav2LipConfig) -> dict:
     d = dist_.setup(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -208,13 +209,29 @@ def train(cfg: Wav2LipConfig) -> dict:
     schedule = SyncSchedule(cfg.sync_schedule, sync_weight if expert is not None else 0.0, cfg.sync_threshold)
 
     model = Wav2Lip(cfg.img_size).to(d.device)
+    disc = disc_opt = None
+    if cfg.disc:
+        disc = Wav2LipDiscQual(cfg.img_size).to(d.device)
+    step, best, ck = 0, math.inf, None
+    resume = find_resume(ckdir) if cfg.resume == "auto" else (None if cfg.resume == "none" else Path(cfg.resume))
+    if resume is not None:
+        ck = load_training_checkpoint(resume)
+        model.load_state_dict({k.removeprefix("module."): v for k, v in ck["state_dict"].items()})
+        ts = ck.get("train_state") or {}
+        if disc is not None and ts.get("disc_state_dict") is not None:
+            disc.load_state_dict(ts["disc_state_dict"])
+    else:
+        if cfg.init_checkpoint:
+            model.load_state_dict(read_state_dict(cfg.init_checkpoint))
+        if disc is not None and cfg.init_disc_checkpoint:
+            disc.load_state_dict(read_state_dict(cfg.init_disc_checkpoint))
+    # wrap (BatchNorm conversion creates new parameters) before the optimizers see them
+    net = dist_.wrap(model, d, cfg.sync_bn)
+    dnet = dist_.wrap(disc, d, cfg.sync_bn) if disc is not None else None
     optimizer = _optimizer(model.parameters(), cfg)
     if cfg.disc:  # hq_wav2lip_train's betas
         for group in optimizer.param_groups:
             group["betas"] = (0.5, 0.999)
-    disc = disc_opt = None
-    if cfg.disc:
-        disc = Wav2LipDiscQual(cfg.img_size).to(d.device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
     vgg = VGGPerceptual(cfg.vgg_weights).to(d.device) if cfg.perceptual_wt > 0 else None
     if cfg.perceptual_wt > 0 and not cfg.vgg_weights:
@@ -222,11 +239,7 @@ def train(cfg: Wav2LipConfig) -> dict:
     amp = Amp(d.device, cfg.amp)
     disc_amp = Amp(d.device, cfg.amp)
 
-    step, best = 0, math.inf
-    resume = find_resume(ckdir) if cfg.resume == "auto" else (None if cfg.resume == "none" else Path(cfg.resume))
-    if resume is not None:
-        ck = load_training_checkpoint(resume)
-        model.load_state_dict({k.removeprefix("module."): v for k, v in ck["state_dict"].items()})
+    if ck is not None:
         if ck.get("optimizer"):
             optimizer.load_state_dict(ck["optimizer"])
         step = int(ck.get("global_step", 0))
@@ -236,20 +249,12 @@ def train(cfg: Wav2LipConfig) -> dict:
         set_rng_state(ts.get("rng"))
         if ts.get("scaler"):
             amp.scaler.load_state_dict(ts["scaler"])
-        if disc is not None and ts.get("disc_state_dict") is not None:
-            disc.load_state_dict(ts["disc_state_dict"])
+        if disc is not None and ts.get("disc_optimizer") is not None:
             disc_opt.load_state_dict(ts["disc_optimizer"])
             if ts.get("disc_scaler"):
                 disc_amp.scaler.load_state_dict(ts["disc_scaler"])
         log.info("resumed from %s at step %d (sync weight %s)", resume, step, "on" if schedule.on else "off")
-    else:
-        if cfg.init_checkpoint:
-            model.load_state_dict(read_state_dict(cfg.init_checkpoint))
-        if disc is not None and cfg.init_disc_checkpoint:
-            disc.load_state_dict(read_state_dict(cfg.init_disc_checkpoint))
 
-    net = dist_.wrap(model, d, cfg.sync_bn)
-    dnet = dist_.wrap(disc, d, cfg.sync_bn) if disc is not None else None
     sampler = StepSampler(micro, cfg.accum, d.rank, d.world, start_step=step)
     loader = iter(DataLoader(train_ds, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
                              pin_memory=d.device.type == "cuda", persistent_workers=cfg.num_workers > 0,

@@ -69,6 +69,22 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
             60_000_000,
         ),
         KnownCheckpoint(
+            "fan",
+            "2DFAN4-11f355bf06.pth.tar",
+            "landmarks",
+            "FAN 68-point landmarks (improved/enhanced modes with the s3fd detector)",
+            ("https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",),
+            90_000_000,
+        ),
+        KnownCheckpoint(
+            "gfpgan",
+            "GFPGANv1.4.pth",
+            "restoration",
+            "GFPGAN v1.4 face restoration (enhanced mode)",
+            ("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",),
+            300_000_000,
+        ),
+        KnownCheckpoint(
             "s3fd",
             "s3fd.pth",
             "s3fd",

@@ -78,6 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="how a video shorter than the audio repeats",
     )
     f.add_argument("--pingpong", action="store_true", help="same as --loop pingpong")
+    k = r.add_argument_group("compositing (improved / enhanced)")
+    k.add_argument("--landmarks", choices=("auto", "fan", "dlib"), default="auto",
+                   help="68-point landmarks: fan (with s3fd) or dlib (offline); auto picks by detector")
+    k.add_argument("--mask-region", choices=("lower_face", "mouth"), default="lower_face",
+                   help="lower_face: lips, chin, lower cheeks (default); mouth: lips and around")
+    k.add_argument("--mask-dilate", type=float, default=0.0, help="grow (+) / shrink (-) the mask, fraction of face width")
+    k.add_argument("--mask-feather", type=float, default=0.12, help="soft edge width, fraction of face width")
+    k.add_argument("--no-colour-match", action="store_true", help="keep the generator's colours")
+    k.add_argument("--sharpen", type=float, default=0.0, help="unsharp amount for the new mouth (e.g. 0.5)")
+    k.add_argument("--regrain", action="store_true", help="add the original's grain to the new mouth")
+    k.add_argument("--blend", choices=("alpha", "laplacian", "poisson"), default="alpha")
+    k.add_argument("--aligned", action="store_true", help="rotate tilted heads upright for the generator")
+    k.add_argument("--silence", choices=("off", "close", "keep"), default="off",
+                   help="where the audio is silent: close the mouth, or keep the original frame")
+    k.add_argument("--restorer", type=Path, help="enhanced: GFPGAN/CodeFormer/RestoreFormer checkpoint (default GFPGANv1.4)")
+    k.add_argument("--restore-strength", type=float, default=0.7, help="0: original .. 1: fully restored")
+    k.add_argument("--fidelity", type=float, default=0.7, help="CodeFormer fidelity weight")
+    k.add_argument("--upscaler", type=Path, help="enhanced: super-resolution checkpoint for the 96 px output")
+    k.add_argument("--debug-video", type=Path, help="also write result | mask+landmarks overlay, side by side")
     o = r.add_argument_group("output")
     o.add_argument(
         "--crf", type=int, default=16, help="H.264 quality, lower is better (default 16: visually lossless)"
@@ -153,7 +172,7 @@ def _download_bar(quiet: bool):
 
 def cmd_run(args) -> int:
     from .checkpoints import resolve_checkpoint
-    from .config import FaceOptions, FrameOptions, RunConfig
+    from .config import CompositeOptions, FaceOptions, FrameOptions, RunConfig
     from .pipeline import run
     from .video import EncodeSettings
 
@@ -180,6 +199,23 @@ def cmd_run(args) -> int:
             loop="pingpong" if args.pingpong else args.loop,
         ),
         encode=EncodeSettings(crf=args.crf, preset=args.preset, lossless=args.lossless),
+        composite=CompositeOptions(
+            landmarks=args.landmarks,
+            mask_region=args.mask_region,
+            mask_dilate=args.mask_dilate,
+            mask_feather=args.mask_feather,
+            colour_match=not args.no_colour_match,
+            sharpen=args.sharpen,
+            regrain=args.regrain,
+            blend=args.blend,
+            aligned=args.aligned,
+            silence=args.silence,
+            restorer=args.restorer,
+            restore_strength=args.restore_strength,
+            fidelity=args.fidelity,
+            upscaler=args.upscaler,
+            debug_video=args.debug_video,
+        ),
         device=args.device,
         batch_size=args.batch_size,
         models_dir=args.models_dir,

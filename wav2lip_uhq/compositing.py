@@ -1,31 +1,93 @@
 """Putting the generated face back into the frame.
 
-A compositor takes the frame, the generator's output for the face box (uint8 BGR at the
-model's resolution) and the box, and returns the frame with the mouth replaced. Mask-based
-compositors (landmark masks, colour matching, restoration) plug in through the same call.
+A compositor takes the frame, the generator's output (uint8 BGR, square, at the model's
+resolution or upscaled) and a ``Placement`` (where the crop came from), and writes the
+new mouth into the frame. It returns the alpha it used (in ``Placement.roi`` coordinates)
+so that later steps (face restoration) stay inside the same region.
+
+- ``hard_paste``: upstream Wav2Lip, the whole box replaced (``--mode fast``).
+- ``FeatherBlend``: a feathered lower-face rectangle, no landmarks needed (``feather``).
+- ``MaskBlend``: landmark mask, colour match, optional sharpen/regrain, alpha, Laplacian or
+  Poisson blending, rotation-aware (``improved`` and ``enhanced``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from .masks import MaskOptions, box_fade, landmark_mask
+
+BLENDS = ("alpha", "laplacian", "poisson")
+
+
+@dataclass
+class Placement:
+    """Where a generated crop belongs: ``matrix`` maps frame pixels to crop pixels (2x3) for a
+    crop of ``size`` pixels; ``box`` is the axis-aligned generator box (x1, y1, x2, y2)."""
+
+    box: tuple[int, int, int, int]
+    matrix: np.ndarray
+    size: int
+    landmarks: np.ndarray | None = None
+    index: int = 0  # output frame index: seeds the grain so a rerun is identical
+    roi: tuple[int, int, int, int] = field(default=(0, 0, 0, 0))  # set by the compositor
+
+    @classmethod
+    def from_box(cls, box, size: int, landmarks=None, index: int = 0, angle: float = 0.0) -> "Placement":
+        """The crop of ``box`` resized to ``size`` (cv2.resize's pixel-centre convention),
+        rotated by ``angle`` radians about the box centre when aligning tilted heads."""
+        x1, y1, x2, y2 = (int(v) for v in box)
+        w, h = x2 - x1, y2 - y1
+        cx, cy = (x1 + x2 - 1) / 2.0, (y1 + y2 - 1) / 2.0
+        c, s = np.cos(angle), np.sin(angle)
+        rot = np.array([[c, s], [-s, c]])  # R(-angle): frame -> upright
+        lin = np.diag([size / w, size / h]) @ rot
+        t = np.array([(size - 1) / 2.0, (size - 1) / 2.0]) - lin @ np.array([cx, cy])
+        return cls((x1, y1, x2, y2), np.hstack([lin, t[:, None]]).astype(np.float64), size, landmarks, index)
+
+    def scaled(self, factor: int) -> "Placement":
+        """The same placement for a crop upscaled ``factor`` times (super-resolution)."""
+        m = self.matrix.copy()
+        m[:, :2] *= factor
+        m[:, 2] = (m[:, 2] + 0.5) * factor - 0.5
+        return Placement(self.box, m, self.size * factor, self.landmarks, self.index)
+
+    @property
+    def axis_aligned(self) -> bool:
+        return abs(self.matrix[0, 1]) < 1e-9 and abs(self.matrix[1, 0]) < 1e-9
+
+
+def extract_crop(frame: np.ndarray, placement: Placement) -> np.ndarray:
+    """The generator's input crop: upstream's resize when axis-aligned, an affine warp otherwise."""
+    x1, y1, x2, y2 = placement.box
+    if placement.axis_aligned:
+        return cv2.resize(frame[y1:y2, x1:x2], (placement.size, placement.size))
+    return cv2.warpAffine(frame, placement.matrix, (placement.size, placement.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def eye_angle(landmarks: np.ndarray) -> float:
+    """Head roll in radians (0 when the eyes are level; positive when the right eye is lower)."""
+    left, right = landmarks[36:42].mean(0), landmarks[42:48].mean(0)
+    return float(np.arctan2(right[1] - left[1], right[0] - left[0]))
+
 
 class Compositor(Protocol):
-    def __call__(
-        self, frame: np.ndarray, generated: np.ndarray, box: tuple[int, int, int, int]
-    ) -> np.ndarray:
-        """``box`` is (x1, y1, x2, y2) in frame pixels; ``frame`` may be modified in place."""
+    def __call__(self, frame: np.ndarray, generated: np.ndarray, placement: Placement) -> np.ndarray | None:
+        """Modify ``frame`` in place; return the alpha used over ``placement.roi`` (or None)."""
         ...
 
 
-def hard_paste(frame: np.ndarray, generated: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def hard_paste(frame: np.ndarray, generated: np.ndarray, placement: Placement) -> None:
     """Upstream Wav2Lip: bilinear resize into the box and replace the whole rectangle."""
-    x1, y1, x2, y2 = box
+    x1, y1, x2, y2 = placement.box
     frame[y1:y2, x1:x2] = cv2.resize(generated, (x2 - x1, y2 - y1))
-    return frame
+    placement.roi = placement.box
+    return None
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -33,9 +95,7 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def feather_mask(
-    height: int, width: int, top: float = 0.42, ramp: float = 0.16, edge: float = 0.12
-) -> np.ndarray:
+def feather_mask(height: int, width: int, top: float = 0.42, ramp: float = 0.16, edge: float = 0.12) -> np.ndarray:
     """(H, W) float32 weights for the lower face: 0 above ``top``, rising smoothly over ``ramp``
     of the box height, and fading to 0 at the left, right and bottom edges over ``edge``."""
     ys = (np.arange(height, dtype=np.float32) + 0.5) / height
@@ -45,12 +105,17 @@ def feather_mask(
     return np.outer(wy, wx).astype(np.float32)
 
 
+def _alpha_blend(region: np.ndarray, new: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """region + alpha * (new - region): exactly ``region`` where alpha is 0."""
+    out = region.astype(np.float32) + alpha[..., None] * (new.astype(np.float32) - region)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 class FeatherBlend:
     """Sharper (Lanczos) upscale of the generated face, alpha-blended with a feathered
     lower-face mask: no visible rectangle, the eyes and forehead stay original."""
 
-    def __init__(self, top: float = 0.42, ramp: float = 0.16, edge: float = 0.12) -> None:
-        self.params = (top, ramp, edge)
+    def __init__(self) -> None:
         self._masks: dict[tuple[int, int], np.ndarray] = {}
 
     def mask(self, height: int, width: int) -> np.ndarray:
@@ -58,27 +123,159 @@ class FeatherBlend:
         if key not in self._masks:
             if len(self._masks) > 64:
                 self._masks.clear()
-            self._masks[key] = feather_mask(height, width, *self.params)[..., None]
+            self._masks[key] = feather_mask(height, width)
         return self._masks[key]
 
-    def __call__(
-        self, frame: np.ndarray, generated: np.ndarray, box: tuple[int, int, int, int]
-    ) -> np.ndarray:
-        x1, y1, x2, y2 = box
+    def __call__(self, frame: np.ndarray, generated: np.ndarray, placement: Placement) -> np.ndarray:
+        x1, y1, x2, y2 = placement.box
         h, w = y2 - y1, x2 - x1
-        up = cv2.resize(
-            generated, (w, h), interpolation=cv2.INTER_LANCZOS4 if h > generated.shape[0] else cv2.INTER_AREA
-        )
-        region = frame[y1:y2, x1:x2].astype(np.float32)
+        interp = cv2.INTER_LANCZOS4 if h > generated.shape[0] else cv2.INTER_AREA
+        up = cv2.resize(generated, (w, h), interpolation=interp)
         alpha = self.mask(h, w)
-        blended = region + alpha * (up.astype(np.float32) - region)
-        frame[y1:y2, x1:x2] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-        return frame
+        frame[y1:y2, x1:x2] = _alpha_blend(frame[y1:y2, x1:x2], up, alpha)
+        placement.roi = placement.box
+        return alpha
 
 
-def make_compositor(mode: str) -> Compositor:
+# -- colour and detail -------------------------------------------------------------------
+def match_colour(new: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Shift (and gently rescale) ``new``'s Lab statistics to ``reference``'s, weighted by
+    ``weight``: the generator drifts in colour; this keeps the original's skin tone."""
+    w = weight.astype(np.float64)[..., None]
+    total = w.sum()
+    if total < 16:
+        return new
+    a = cv2.cvtColor(new, cv2.COLOR_BGR2LAB).astype(np.float64)
+    b = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float64)
+    mu_a, mu_b = (a * w).sum((0, 1)) / total, (b * w).sum((0, 1)) / total
+    sd_a = np.sqrt(((a - mu_a) ** 2 * w).sum((0, 1)) / total) + 1e-3
+    sd_b = np.sqrt(((b - mu_b) ** 2 * w).sum((0, 1)) / total) + 1e-3
+    ratio = np.clip(sd_b / sd_a, 0.8, 1.25)
+    out = (a - mu_a) * ratio + mu_b
+    return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def sharpen(image: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
+    """Unsharp mask: the upscaled generator output is softer than real skin."""
+    if amount <= 0:
+        return image
+    blur = cv2.GaussianBlur(image, (0, 0), sigma)
+    return cv2.addWeighted(image, 1 + amount, blur, -amount, 0)
+
+
+def _grain_sigma(image: np.ndarray, weight: np.ndarray) -> float:
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    high = gray - cv2.GaussianBlur(gray, (0, 0), 1.0)
+    w = weight > 0.5
+    return float(high[w].std()) if w.sum() > 16 else 0.0
+
+
+def regrain(new: np.ndarray, reference: np.ndarray, weight: np.ndarray, seed: int) -> np.ndarray:
+    """Add luma grain so the new mouth has the original's high-frequency noise level."""
+    missing = _grain_sigma(reference, weight) ** 2 - _grain_sigma(new, weight) ** 2
+    if missing <= 0.25:
+        return new
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, np.sqrt(missing), size=new.shape[:2]).astype(np.float32)
+    return np.clip(new.astype(np.float32) + noise[..., None], 0, 255).astype(np.uint8)
+
+
+def laplacian_blend(region: np.ndarray, new: np.ndarray, alpha: np.ndarray, levels: int = 4) -> np.ndarray:
+    """Multi-band blend: low frequencies mix over a wide band, details over a narrow one."""
+    levels = max(1, min(levels, int(np.log2(max(2, min(region.shape[:2])))) - 2))
+    ga = [alpha.astype(np.float32)]
+    la, lb = [], []
+    a, b = region.astype(np.float32), new.astype(np.float32)
+    for _ in range(levels):
+        ga.append(cv2.pyrDown(ga[-1]))
+        da, db = cv2.pyrDown(a), cv2.pyrDown(b)
+        size = (a.shape[1], a.shape[0])
+        la.append(a - cv2.pyrUp(da, dstsize=size))
+        lb.append(b - cv2.pyrUp(db, dstsize=size))
+        a, b = da, db
+    out = a * (1 - ga[-1][..., None]) + b * ga[-1][..., None]
+    for lvl in range(levels - 1, -1, -1):
+        size = (la[lvl].shape[1], la[lvl].shape[0])
+        m = ga[lvl][..., None]
+        out = cv2.pyrUp(out, dstsize=size) + la[lvl] * (1 - m) + lb[lvl] * m
+    return np.clip(out, 0, 255)
+
+
+@dataclass(frozen=True)
+class BlendOptions:
+    mask: MaskOptions = MaskOptions()
+    colour_match: bool = True
+    sharpen: float = 0.0  # unsharp amount, 0 = off
+    regrain: bool = False
+    blend: str = "alpha"  # "alpha", "laplacian" or "poisson"
+
+
+class MaskBlend:
+    """Landmark-masked compositing. Pixels where the mask is 0 are never changed."""
+
+    def __init__(self, options: BlendOptions = BlendOptions()) -> None:
+        if options.blend not in BLENDS:
+            raise ValueError(f"unknown blend {options.blend!r} (choose from {', '.join(BLENDS)})")
+        self.options = options
+        self._fades: dict[int, np.ndarray] = {}
+
+    def _fade(self, size: int) -> np.ndarray:
+        if size not in self._fades:
+            self._fades[size] = box_fade((size, size))
+        return self._fades[size]
+
+    def alpha(self, frame_shape, generated_size: int, placement: Placement) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+        """(roi, crop->roi matrix, alpha over the roi) for a placement."""
+        inv = cv2.invertAffineTransform(placement.matrix)
+        s = generated_size
+        corners = np.array([[0, 0, 1], [s - 1, 0, 1], [0, s - 1, 1], [s - 1, s - 1, 1]], np.float64) @ inv.T
+        h, w = frame_shape[:2]
+        x1, y1 = np.floor(corners.min(0)).astype(int)
+        x2, y2 = np.ceil(corners.max(0)).astype(int) + 1
+        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+        to_roi = inv.copy()
+        to_roi[:, 2] -= (x1, y1)
+        fade = cv2.warpAffine(self._fade(s), to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderValue=0)
+        if placement.landmarks is not None:
+            mask = landmark_mask(placement.landmarks, (y2 - y1, x2 - x1), self.options.mask, offset=(x1, y1))
+        else:  # no landmarks (e.g. a fixed box): the feathered lower-face rectangle, warped
+            mask = cv2.warpAffine(feather_mask(s, s), to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderValue=0)
+        return (x1, y1, x2, y2), to_roi, mask * fade
+
+    def __call__(self, frame: np.ndarray, generated: np.ndarray, placement: Placement) -> np.ndarray:
+        o = self.options
+        if generated.shape[0] != placement.size:
+            placement = placement.scaled(generated.shape[0] // placement.size)
+        roi, to_roi, alpha = self.alpha(frame.shape, generated.shape[0], placement)
+        x1, y1, x2, y2 = roi
+        placement.roi = roi
+        region = frame[y1:y2, x1:x2]
+        if x2 <= x1 or y2 <= y1 or not alpha.any():
+            return alpha
+        up = cv2.warpAffine(generated, to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        if o.colour_match:
+            up = match_colour(up, region, alpha)
+        up = sharpen(up, o.sharpen)
+        if o.regrain:
+            up = regrain(up, region, alpha, seed=placement.index)
+        if o.blend == "laplacian":
+            up = laplacian_blend(region, up, alpha)
+            alpha = np.clip(alpha * 4.0, 0.0, 1.0)  # the pyramid already blended; stay inside the mask
+        elif o.blend == "poisson":
+            inside = (alpha > 0.5).astype(np.uint8) * 255
+            ys, xs = np.nonzero(inside)
+            if len(xs) > 16 and xs.min() > 0 and ys.min() > 0 and xs.max() < inside.shape[1] - 1 and ys.max() < inside.shape[0] - 1:
+                centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
+                up = cv2.seamlessClone(up, np.ascontiguousarray(region), inside, centre, cv2.NORMAL_CLONE)
+        frame[y1:y2, x1:x2] = _alpha_blend(region, up, alpha)
+        return alpha
+
+
+def make_compositor(mode: str, options: BlendOptions = BlendOptions()) -> Compositor:
     if mode == "fast":
         return hard_paste
     if mode == "feather":
         return FeatherBlend()
+    if mode in ("improved", "enhanced"):
+        return MaskBlend(options)
     raise ValueError(f"unknown mode {mode!r}")

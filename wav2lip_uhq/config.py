@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .video import EncodeSettings
 
-MODES = ("fast", "feather")
+MODES = ("fast", "feather", "improved", "enhanced")
+SILENCE_MODES = ("off", "close", "keep")
 LOOP_MODES = ("forward", "pingpong")
 
 
@@ -37,15 +38,40 @@ class FrameOptions:
 
 
 @dataclass
+class CompositeOptions:
+    """How the new mouth is put back (modes improved and enhanced)."""
+
+    landmarks: str = "auto"  # "fan", "dlib", or "auto" (dlib with the dlib detector, else fan)
+    landmark_smoothing: str = "savgol"  # zero-lag Savitzky-Golay, or "none"
+    mask_region: str = "lower_face"  # "lower_face" (lips, chin, lower cheeks) or "mouth"
+    mask_dilate: float = 0.0  # grow (+) / shrink (-) the mask, fraction of the face width
+    mask_feather: float = 0.12  # soft edge width, fraction of the face width
+    colour_match: bool = True
+    sharpen: float = 0.0  # unsharp amount for the new mouth (0: off)
+    regrain: bool = False  # add the original's grain to the new mouth
+    blend: str = "alpha"  # "alpha", "laplacian", "poisson"
+    aligned: bool = False  # rotate tilted heads upright for the generator, then back
+    silence: str = "off"  # on silent audio: "off", "close" (closed mouth), "keep" (original frame)
+    silence_db: float = -35.0  # silent: this far below the clip's speech level (or under -60 dBFS)
+    restorer: Path | None = None  # enhanced: GFPGAN / CodeFormer / RestoreFormer checkpoint
+    restore_strength: float = 0.7  # 0: original, 1: fully restored (inside the mouth mask only)
+    fidelity: float = 0.7  # CodeFormer's fidelity weight w
+    upscaler: Path | None = None  # enhanced: a super-resolution checkpoint applied to the 96 px output
+    debug_video: Path | None = None  # write result | mask and landmarks overlay, side by side
+    fan_path: Path | None = None  # FAN weights (default: the models folder)
+
+
+@dataclass
 class RunConfig:
     face: Path
     audio: Path
     out: Path | None = None  # None: a new unique name in ``results_dir``
     checkpoint: str | Path | None = None  # path, known name, or None for the default
-    mode: str = "feather"
+    mode: str = "improved"
     faces: FaceOptions = field(default_factory=FaceOptions)
     frames: FrameOptions = field(default_factory=FrameOptions)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
+    composite: CompositeOptions = field(default_factory=CompositeOptions)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
     batch_size: int = 32  # generator batch (frames held in memory at once)
     models_dir: Path | None = None
@@ -62,6 +88,8 @@ class RunConfig:
             raise ValueError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
         if self.frames.loop not in LOOP_MODES:
             raise ValueError(f"unknown loop mode {self.frames.loop!r} (choose from {', '.join(LOOP_MODES)})")
+        if self.composite.silence not in SILENCE_MODES:
+            raise ValueError(f"unknown silence mode {self.composite.silence!r} (choose from {', '.join(SILENCE_MODES)})")
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if self.frames.resize_factor < 1:

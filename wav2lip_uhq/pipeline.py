@@ -1,9 +1,10 @@
 """The lip-sync pipeline: one API behind the CLI, the WebUI tab, the app and the tests.
 
-One streaming pass: decode -> (detect, batched | cached) -> track + smooth with a short
-look-ahead -> generator, batched -> composite -> encode. Memory is bounded by the batch
-sizes, not by the video length. A video shorter than the audio loops; its frames are kept
-in memory for the next loops when small, otherwise decoded again.
+One streaming pass: decode -> (detect + landmarks, batched | cached) -> track + smooth with a
+short look-ahead -> generator, batched -> (super-resolution) -> composite -> (restoration)
+-> encode. Memory is bounded by the batch sizes, not by the video length. A video shorter
+than the audio loops; its frames are kept in memory for the next loops when small,
+otherwise decoded again.
 """
 
 from __future__ import annotations
@@ -20,18 +21,22 @@ import cv2
 import numpy as np
 
 from . import audio as audio_mod
-from .cache import DetectionCache, default_cache_dir, file_digest
+from .cache import DetectionCache, LandmarkCache, default_cache_dir, file_digest
 from .checkpoints import resolve_checkpoint
-from .compositing import make_compositor
+from .compositing import BlendOptions, Placement, eye_angle, extract_crop, make_compositor
 from .config import FrameOptions, RunConfig
-from .errors import Cancelled, InputError, NoFaceError, OutputError
-from .faces import create_detector, pad_boxes, select_track, smooth_track
+from .errors import Cancelled, InputError, NoFaceError, OutputError, Wav2LipUHQError
+from .faces import create_detector
+from .faces.landmarks import create_landmark_detector
+from .faces.stream import FaceGeometry, FaceTrackStream
+from .masks import MaskOptions
 from .video import VideoWriter, iter_frames, probe, read_audio_track, unique_output_path
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]
 LOOP_CACHE_BYTES = 768 * 1024 * 1024  # keep a looping clip's frames in RAM up to this size
+SILENT_MEL = np.full((80, audio_mod.MEL_STEP), -audio_mod.MAX_ABS, np.float32)  # the mel of digital silence
 
 
 @dataclass
@@ -41,6 +46,7 @@ class RunResult:
     frames_without_face: int
     fps: float
     detection_cached: bool
+    silent_frames: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -83,6 +89,38 @@ def loop_index(i: int, n_frames: int, mode: str) -> int:
     return i % n_frames
 
 
+def silent_frames(wav: np.ndarray, n_frames: int, fps: float, relative_db: float = -35.0,
+                  min_run: int = 3) -> np.ndarray:
+    """Boolean per output frame: the audio under it is silent (voice-activity gate).
+
+    A frame is silent when its RMS is ``relative_db`` below the clip's speech level (95th
+    percentile of frame levels) or under -60 dBFS; runs shorter than ``min_run`` frames
+    (gaps between words) do not count, so the mouth does not flutter.
+    """
+    sr = audio_mod.SAMPLE_RATE
+    edges = (np.arange(n_frames + 1) * sr / fps).astype(np.int64)
+    levels = np.empty(n_frames)
+    for i in range(n_frames):
+        chunk = wav[edges[i] : max(edges[i + 1], edges[i] + 1)]
+        rms = np.sqrt(np.mean(chunk.astype(np.float64) ** 2)) if chunk.size else 0.0
+        levels[i] = 20 * np.log10(max(rms, 1e-6))
+    speech = np.percentile(levels, 95)
+    silent = (levels < speech + relative_db) | (levels < -60.0)
+    out = np.zeros(n_frames, bool)
+    i = 0
+    while i < n_frames:
+        if silent[i]:
+            j = i
+            while j < n_frames and silent[j]:
+                j += 1
+            if j - i >= min_run:
+                out[i:j] = True
+            i = j
+        else:
+            i += 1
+    return out
+
+
 def _threaded(iterator: Iterator, maxsize: int = 8) -> Iterator:
     """Run ``iterator`` in a thread (decoding overlaps inference); exceptions re-raised here."""
     q: queue.Queue = queue.Queue(maxsize)
@@ -118,59 +156,22 @@ def _threaded(iterator: Iterator, maxsize: int = 8) -> Iterator:
         stop.set()
 
 
-class _Track:
-    """Streaming face track: raw detections in, final (padded, smoothed) integer boxes out,
-    each frame's box final once ``lookahead`` later frames are known."""
-
-    def __init__(self, config: RunConfig, width: int, height: int) -> None:
-        f = config.faces
-        self.fixed = f.box is not None
-        self.pads, self.smoothing, self.face_index = f.pads, f.smoothing, f.face_index
-        self.width, self.height = width, height
-        self.lookahead = {"upstream": 4, "centered": 2, "none": 0}[f.smoothing] if not self.fixed else 0
-        self.raw: list[np.ndarray] = []  # detections per frame (K, 5)
-        self.padded = np.zeros((0, 4), np.float32)
-        self.final: list[np.ndarray] = []
-
-    def add(self, detections: list[np.ndarray]) -> None:
-        start = len(self.raw)
-        self.raw.extend(detections)
-        if self.fixed:
-            boxes = np.stack([d[0, :4] for d in detections]).astype(np.float32)
-            boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, self.width)
-            boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, self.height)
-            self.padded = np.concatenate([self.padded, boxes])
-            return
-        # Selection is causal: re-run it on the new frames seeded with the last chosen box.
-        seed = [] if start == 0 else [self._seed()]
-        track = select_track(seed + list(detections), self.face_index)[len(seed) :]
-        self.padded = np.concatenate([self.padded, pad_boxes(track, self.pads, self.width, self.height)])
-
-    def _seed(self) -> np.ndarray:
-        last = self.padded[-1]
-        if np.isnan(last[0]):
-            return np.zeros((0, 5), np.float32)
-        # undo the pads approximately: only used to follow the same face by overlap
-        t, b, l, r = self.pads
-        return np.array([[last[0] + l, last[1] + t, last[2] - r, last[3] - b, 1.0]], np.float32)
-
-    def ready(self, end: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        """(frame index, box) for every frame that became final."""
-        n = len(self.padded)
-        limit = n if end else n - self.lookahead
-        while len(self.final) < limit:
-            j = len(self.final)
-            if self.fixed or self.lookahead == 0:
-                box = self.padded[j] if self.fixed else smooth_track(self.padded[j : j + 1], "none")[0]
-            else:
-                lo = max(0, j - 2 * self.lookahead)
-                hi = min(n, j + self.lookahead + 1)
-                box = smooth_track(self.padded[lo:hi], self.smoothing)[j - lo]
-            self.final.append(box)
-            yield j, box
-
-    def box_for(self, j: int) -> np.ndarray:
-        return self.final[j]
+def draw_debug(frame: np.ndarray, placement: Placement | None, alpha: np.ndarray | None) -> np.ndarray:
+    """The frame with the mask tinted red, landmarks in green and the generator box in blue."""
+    vis = frame.copy()
+    if placement is None:
+        return vis
+    if alpha is not None:
+        x1, y1, x2, y2 = placement.roi
+        region = vis[y1:y2, x1:x2].astype(np.float32)
+        region[..., 2] = region[..., 2] * (1 - 0.6 * alpha) + 255 * 0.6 * alpha
+        vis[y1:y2, x1:x2] = region.astype(np.uint8)
+    x1, y1, x2, y2 = placement.box
+    cv2.rectangle(vis, (x1, y1), (x2 - 1, y2 - 1), (255, 0, 0), 1)
+    if placement.landmarks is not None:
+        for x, y in placement.landmarks:
+            cv2.circle(vis, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1)
+    return vis
 
 
 class LipSyncPipeline:
@@ -178,8 +179,16 @@ class LipSyncPipeline:
 
     def __init__(self, device: str = "auto") -> None:
         self.device = resolve_device(device)
-        self._generators: dict[tuple[str, float, str], object] = {}
-        self._detectors: dict[tuple, object] = {}
+        self._models: dict[tuple, object] = {}
+
+    def _cached(self, key: tuple, build: Callable[[], object]):
+        """One loaded instance per kind of model; a new file or setting replaces the old one."""
+        kind = key[0]
+        for k in [k for k in self._models if k[0] == kind and k != key]:
+            del self._models[k]
+        if key not in self._models:
+            self._models[key] = build()
+        return self._models[key]
 
     def load_generator(self, path: Path, device: str):
         import torch
@@ -187,36 +196,93 @@ class LipSyncPipeline:
         from .models import load_model
         from .models.optimize import fold_batchnorm
 
-        key = (str(Path(path).resolve()), Path(path).stat().st_mtime, device)
-        if key not in self._generators:
-            self._generators.clear()
+        def build():
             model = fold_batchnorm(load_model(path, device=device, kind="wav2lip"))
             if device.startswith("cuda"):
                 model.half()
             else:
                 model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN)
-            self._generators[key] = model
-            torch.set_grad_enabled(False)
-        return self._generators[key]
+            return model
+
+        torch.set_grad_enabled(False)
+        return self._cached(("generator", str(Path(path).resolve()), Path(path).stat().st_mtime, device), build)
 
     def _detector(self, config: RunConfig, device: str):
         f = config.faces
         if f.box is not None:
             return create_detector("box", box=f.box)
         max_size = f.detect_max_size or None
-        key = (f.detector, max_size, device, str(f.s3fd_path), f.batch_size)
-        if key not in self._detectors:
-            if f.detector == "s3fd":
-                # S3FD weights live in the models folder like every other model (fetched once).
-                path = f.s3fd_path or resolve_checkpoint("s3fd", config.models_dir, config.allow_download)
-                det = create_detector(
-                    "s3fd", device=device, model_path=path, batch_size=f.batch_size, max_size=max_size
-                )
-            else:
-                det = create_detector(f.detector, max_size=max_size)
-            self._detectors.clear()
-            self._detectors[key] = det
-        return self._detectors[key]
+        if f.detector == "s3fd":
+            # S3FD weights live in the models folder like every other model (fetched once).
+            path = f.s3fd_path or resolve_checkpoint("s3fd", config.models_dir, config.allow_download)
+            key = ("detector", "s3fd", str(path), max_size, device, f.batch_size)
+            return self._cached(key, lambda: create_detector("s3fd", device=device, model_path=path,
+                                                             batch_size=f.batch_size, max_size=max_size))
+        return self._cached(("detector", f.detector, max_size), lambda: create_detector(f.detector, max_size=max_size))
+
+    def _landmarks(self, config: RunConfig, device: str):
+        if config.mode not in ("improved", "enhanced") and not config.composite.aligned:
+            return None
+        name = config.composite.landmarks
+        if name == "auto":  # dlib needs no download; FAN goes with S3FD detection
+            name = "dlib" if config.faces.detector == "dlib" or config.faces.box is not None else "fan"
+        path = None
+        if name == "fan":
+            path = config.composite.fan_path or resolve_checkpoint("fan", config.models_dir, config.allow_download)
+        return self._cached(("landmarks", name, str(path), device),
+                            lambda: create_landmark_detector(name, device=device, model_path=path))
+
+    def _restorer(self, config: RunConfig, device: str):
+        if config.mode != "enhanced":
+            return None, None
+        from .restoration import FaceRestorer, Upscaler
+
+        c = config.composite
+        path = c.restorer or resolve_checkpoint("gfpgan", config.models_dir, config.allow_download)
+        restorer = self._cached(("restorer", str(path), device, c.fidelity),
+                                lambda: FaceRestorer.from_file(path, device=device, fidelity=c.fidelity))
+        upscaler = None
+        if c.upscaler is not None:
+            upscaler = self._cached(("upscaler", str(c.upscaler), device), lambda: Upscaler.from_file(c.upscaler, device=device))
+        return restorer, upscaler
+
+    # -- one frame, for the UI ----------------------------------------------------------------
+    def preview(self, config: RunConfig, frame_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(result, debug overlay) for one frame of the face input, BGR: to tune settings fast."""
+        info = probe(config.face)
+        fps = float(config.frames.fps) if info.is_image else info.fps
+        track_audio = read_audio_track(config.audio)
+        wav = audio_mod.check_speech(track_audio.mono(audio_mod.SAMPLE_RATE), config.audio)
+        windows = audio_mod.mel_windows(audio_mod.melspectrogram(wav), fps)
+        frame_index = max(0, min(frame_index, len(windows) - 1))
+        src_index = 0 if info.is_image else frame_index
+        frame = None
+        for k, f in enumerate(iter_frames(config.face, limit=src_index + 1)):
+            frame = f
+        if frame is None:
+            raise InputError(f"{config.face}: no frame could be decoded")
+        frame = preprocess_frame(frame, config.frames)
+        device = resolve_device(config.device) if config.device != "auto" else self.device
+        model = self.load_generator(resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download), device)
+        track = self._make_track(config, device, frame.shape[1], frame.shape[0])
+        rgb = np.ascontiguousarray(frame[:, :, ::-1])
+        track.add(self._detector(config, device).detect([rgb]), [rgb])
+        geo = next(track.ready(end=True))[1]
+        if not geo.valid:
+            raise NoFaceError(f"{config.face}: no face in frame {src_index}")
+        compositor = make_compositor(config.mode, _blend_options(config))
+        placement = _placement(geo, model.img_size, frame_index, config.composite.aligned)
+        crop = extract_crop(frame, placement)
+        generated = _generate(model, crop[None], windows[frame_index][None], device, next(model.parameters()).dtype)[0]
+        result = frame.copy()
+        alpha = compositor(result, generated, placement)
+        return result, draw_debug(frame, placement, alpha)
+
+    def _make_track(self, config: RunConfig, device: str, width: int, height: int) -> FaceTrackStream:
+        f = config.faces
+        return FaceTrackStream(width, height, f.pads, f.smoothing, f.face_index, fixed=f.box is not None,
+                               landmarks=self._landmarks(config, device),
+                               landmark_smoothing=config.composite.landmark_smoothing)
 
     # -- the run ------------------------------------------------------------------------
     def run(
@@ -230,6 +296,7 @@ class LipSyncPipeline:
         report = progress or (lambda stage, done, total: None)
         cancelled = cancel or (lambda: False)
         device = resolve_device(config.device) if config.device != "auto" else self.device
+        comp = config.composite
 
         out = _output_path(config)
 
@@ -249,86 +316,99 @@ class LipSyncPipeline:
             if cover > len(windows):
                 windows = np.concatenate([windows, np.repeat(windows[-1:], cover - len(windows), axis=0)])
         n_out = len(windows)
+        silent = np.zeros(n_out, bool)
+        if comp.silence != "off":
+            silent = silent_frames(wav, n_out, fps, comp.silence_db)
+            if comp.silence == "close":
+                windows = np.array(windows)  # writable copy
+                windows[silent] = SILENT_MEL
         timings["audio"] = time.perf_counter() - t_start
 
-        report("loading model", 0, 1)
+        report("loading models", 0, 1)
         ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
         model = self.load_generator(ckpt, device)
         img_size = model.img_size
         dtype = next(model.parameters()).dtype
         detector = self._detector(config, device)
-        compositor = make_compositor(config.mode)
-
-        # Detection cache: keyed by the face file's content and everything that changes detections.
-        cache = DetectionCache(config.cache_dir or default_cache_dir())
-        cache_key = None
-        cached = None
-        if config.faces.box is None:
-            fo = config.frames
-            settings = {
-                **detector.settings(),
-                "resize": fo.resize_factor,
-                "rotate": fo.rotate,
-                "crop": list(fo.crop),
-            }
-            cache_key = cache.key(file_digest(config.face), settings)
-            need = 1 if info.is_image else min(n_out, info.frame_count or n_out)
-            cached = cache.load(cache_key, need)
-            if cached is not None:
-                log.info("face detections loaded from the cache")
+        restorer, upscaler = self._restorer(config, device)
+        compositor = make_compositor(config.mode, _blend_options(config))
 
         frame_rate = info.frame_rate if not info.is_image else _fraction(fps)
         first = preprocess_frame(next(iter_frames(config.face, limit=1)), config.frames)
         height, width = first.shape[:2]
-        tracker = _Track(config, width, height)
+        tracker = self._make_track(config, device, width, height)
+
+        # Caches: keyed by the face file's content and everything that changes the result.
+        cache_dir = config.cache_dir or default_cache_dir()
+        det_cache, lm_cache = DetectionCache(cache_dir), LandmarkCache(cache_dir)
+        det_key = lm_key = None
+        cached_dets = cached_lms = None
+        need = 1 if info.is_image else min(n_out, info.frame_count or n_out)
+        if config.faces.box is None or tracker.landmark_detector is not None:
+            fo = config.frames
+            digest = file_digest(config.face)
+            settings = {**detector.settings(), "resize": fo.resize_factor, "rotate": fo.rotate, "crop": list(fo.crop)}
+            if config.faces.box is None:
+                det_key = det_cache.key(digest, settings)
+                cached_dets = det_cache.load(det_key, need)
+            if tracker.landmark_detector is not None:
+                lm_key = lm_cache.key(digest, {**settings, **tracker.landmark_detector.settings(),
+                                               "face_index": config.faces.face_index, "pads": list(config.faces.pads)})
+                cached_lms = lm_cache.load(lm_key, need)
+        if cached_dets is not None:
+            log.info("face detections loaded from the cache")
+
         writer = VideoWriter(out, width, height, frame_rate, track_audio, config.encode)
+        debug_writer = None
+        if comp.debug_video is not None:
+            debug_writer = VideoWriter(Path(comp.debug_video), width * 2, height, frame_rate, track_audio, config.encode)
 
         stats = {"no_face": 0, "written": 0}
         t_loop = time.perf_counter()
         try:
-            batch: list[tuple[np.ndarray, np.ndarray | None, int]] = []  # frame, box, output index
-            n_faces_in_batch = 0
+            batch: list[tuple[np.ndarray, FaceGeometry, int]] = []  # frame, geometry, output index
 
             def flush():
-                nonlocal batch, n_faces_in_batch
+                nonlocal batch
                 if cancelled():
                     raise Cancelled("cancelled")
-                faces = [(k, b) for k, (_, b, _) in enumerate(batch) if b is not None]
-                if faces:
-                    crops = np.stack(
-                        [
-                            cv2.resize(
-                                batch[k][0][int(b[1]) : int(b[3]), int(b[0]) : int(b[2])],
-                                (img_size, img_size),
-                            )
-                            for k, b in faces
-                        ]
-                    )
-                    mels = np.stack([windows[batch[k][2]] for k, _ in faces])
+                work = [k for k, (_, g, i) in enumerate(batch) if g.valid and not (silent[i] and comp.silence == "keep")]
+                placements = {k: _placement(batch[k][1], img_size, batch[k][2], comp.aligned) for k in work}
+                alphas: dict[int, np.ndarray | None] = {}
+                originals = {k: batch[k][0].copy() for k in work} if debug_writer is not None else {}
+                if work:
+                    crops = np.stack([extract_crop(batch[k][0], placements[k]) for k in work])
+                    mels = np.stack([windows[batch[k][2]] for k in work])
                     generated = _generate(model, crops, mels, device, dtype)
-                    for (k, b), gen in zip(faces, generated):
-                        frame = batch[k][0]
-                        compositor(frame, gen, tuple(int(v) for v in b))
-                for frame, _, _ in batch:
+                    if upscaler is not None:
+                        generated = np.stack(upscaler.upscale(list(generated)))
+                    for k, gen in zip(work, generated):
+                        alphas[k] = compositor(batch[k][0], gen, placements[k])
+                    if restorer is not None:
+                        from .restoration import restore_regions
+
+                        done = [k for k in work if alphas[k] is not None]
+                        restore_regions([batch[k][0] for k in done], [placements[k].roi for k in done],
+                                        [alphas[k] for k in done], restorer, comp.restore_strength)
+                for k, (frame, _, _) in enumerate(batch):
                     writer.write(frame)
+                    if debug_writer is not None:
+                        base = originals.get(k, frame)
+                        debug = draw_debug(base, placements.get(k), alphas.get(k))
+                        debug_writer.write(np.concatenate([frame, debug], axis=1))
                     stats["written"] += 1
                 report("lip-sync", stats["written"], n_out)
                 batch = []
-                n_faces_in_batch = 0
 
-            def emit(frame: np.ndarray, box: np.ndarray, i: int):
-                nonlocal n_faces_in_batch
-                valid = not np.isnan(box[0]) and box[2] - box[0] >= 2 and box[3] - box[1] >= 2
-                if not valid:
+            def emit(frame: np.ndarray, geo: FaceGeometry, i: int):
+                if not geo.valid:
                     stats["no_face"] += 1
-                batch.append((frame, box if valid else None, i))
-                n_faces_in_batch += valid
+                batch.append((frame, geo, i))
                 if len(batch) >= config.batch_size:
                     flush()
 
             # First pass over the input frames (detecting unless cached).
-            limit = n_out  # never decode frames past the audio's end
-            source = (preprocess_frame(f, config.frames) for f in iter_frames(config.face, limit=limit))
+            source = (preprocess_frame(f, config.frames) for f in iter_frames(config.face, limit=n_out))
             pending: dict[int, np.ndarray] = {}
             # Frames are kept for later loops only when the audio outlasts the video.
             loops = info.is_image or not info.frame_count or info.frame_count < n_out
@@ -337,17 +417,22 @@ class LipSyncPipeline:
             det_batch: list[np.ndarray] = []
             n_in = 0
 
-            def run_detection(frames_rgb):
-                if cached is not None:
-                    start = len(tracker.raw)
-                    return cached[start : start + len(frames_rgb)]
-                return detector.detect([np.ascontiguousarray(f) for f in frames_rgb])
+            def track_batch(frames_bgr: list[np.ndarray]):
+                start = len(tracker.raw)
+                need_rgb = cached_dets is None or (tracker.landmark_detector is not None and cached_lms is None)
+                rgb = [np.ascontiguousarray(f[:, :, ::-1]) for f in frames_bgr] if need_rgb else None
+                dets = cached_dets[start : start + len(frames_bgr)] if cached_dets is not None else detector.detect(rgb)
+                lms = cached_lms[start : start + len(frames_bgr)] if cached_lms is not None else None
+                tracker.add(dets, rgb, lms)
+
+            def drain(end: bool = False):
+                for j, geo in tracker.ready(end):
+                    frame = pending.pop(j)
+                    emit(frame.copy() if keep_frames is not None else frame, geo, j)
 
             for frame in _threaded(source):
                 if frame.shape[:2] != (height, width):
-                    raise InputError(
-                        f"{config.face}: frame {n_in} changes size ({frame.shape[1]}x{frame.shape[0]})"
-                    )
+                    raise InputError(f"{config.face}: frame {n_in} changes size ({frame.shape[1]}x{frame.shape[0]})")
                 pending[n_in] = frame
                 if keep_frames is not None:
                     kept_bytes += frame.nbytes
@@ -357,62 +442,73 @@ class LipSyncPipeline:
                 det_batch.append(frame)
                 n_in += 1
                 if len(det_batch) >= config.faces.batch_size:
-                    tracker.add(run_detection([f[:, :, ::-1] for f in det_batch]))
+                    track_batch(det_batch)
                     det_batch = []
-                    for j, box in tracker.ready():
-                        emit(pending.pop(j).copy() if keep_frames is not None else pending.pop(j), box, j)
+                    drain()
             if det_batch:
-                tracker.add(run_detection([f[:, :, ::-1] for f in det_batch]))
-            for j, box in tracker.ready(end=True):
-                emit(pending.pop(j).copy() if keep_frames is not None else pending.pop(j), box, j)
+                track_batch(det_batch)
+            drain(end=True)
             n_frames = n_in
             if n_frames == 0:
                 raise InputError(f"{config.face}: no frame could be decoded")
-            if all(np.isnan(b[0]) for b in tracker.final):
+            if not any(g.valid for g in tracker.final):
                 raise NoFaceError(
                     f"{config.face}: no face found in any of its {n_frames} frames "
                     "(try --detector s3fd/dlib, --resize-factor, or a fixed --box)"
                 )
-            if cached is None and cache_key is not None:
-                cache.save(cache_key, tracker.raw)
+            if cached_dets is None and det_key is not None:
+                det_cache.save(det_key, tracker.raw)
+            if cached_lms is None and lm_key is not None:
+                lm_cache.save(lm_key, tracker.raw_landmarks)
 
             # Later loops when the audio is longer than the video.
             if n_out > n_frames:
                 loop_mode = config.frames.loop
-                if keep_frames is None:
-                    log.info("video too large to keep in memory for looping; decoding it again per loop")
-                    if loop_mode == "pingpong":
-                        log.warning("ping-pong looping needs the frames in memory; looping forward instead")
-                        loop_mode = "forward"
+                if keep_frames is None and loop_mode == "pingpong":
+                    log.warning("ping-pong looping needs the frames in memory; this video is too large, looping forward")
+                    loop_mode = "forward"
                 i = n_frames
                 while i < n_out:
-                    j = loop_index(i, n_frames, loop_mode)
                     if keep_frames is not None:
-                        emit(keep_frames[j].copy(), tracker.box_for(j), i)
+                        j = loop_index(i, n_frames, loop_mode)
+                        emit(keep_frames[j].copy(), tracker.geometry(j), i)
                         i += 1
-                    else:
-                        # a forward loop starts again at frame 0: decode the video once more
-                        for jj, frame in enumerate(
-                            _threaded(preprocess_frame(f, config.frames) for f in iter_frames(config.face))
-                        ):
-                            if i >= n_out:
-                                break
-                            if jj != loop_index(i, n_frames, loop_mode):
-                                continue
-                            emit(frame, tracker.box_for(jj), i)
-                            i += 1
+                        continue
+                    # a forward loop starts again at frame 0: decode the video once more
+                    for jj, frame in enumerate(_threaded(preprocess_frame(f, config.frames) for f in iter_frames(config.face))):
+                        if i >= n_out:
+                            break
+                        emit(frame, tracker.geometry(jj), i)
+                        i += 1
             if batch:
                 flush()
             timings["lipsync"] = time.perf_counter() - t_loop
             report("encoding", n_out, n_out)
+            if debug_writer is not None:
+                debug_writer.close()
             writer.close()
         except BaseException:
             writer.abort()
+            if debug_writer is not None:
+                debug_writer.abort()
             raise
         timings["total"] = time.perf_counter() - t_start
         if stats["no_face"]:
             log.warning("%d of %d frames had no face and were left unchanged", stats["no_face"], n_out)
-        return RunResult(out, n_out, stats["no_face"], fps, cached is not None, timings)
+        return RunResult(out, n_out, stats["no_face"], fps, cached_dets is not None, int(silent.sum()), timings)
+
+
+def _blend_options(config: RunConfig) -> BlendOptions:
+    c = config.composite
+    return BlendOptions(
+        mask=MaskOptions(region=c.mask_region, dilate=c.mask_dilate, feather=c.mask_feather),
+        colour_match=c.colour_match, sharpen=c.sharpen, regrain=c.regrain, blend=c.blend,
+    )
+
+
+def _placement(geo: FaceGeometry, size: int, index: int, aligned: bool) -> Placement:
+    angle = eye_angle(geo.landmarks) if aligned and geo.landmarks is not None else 0.0
+    return Placement.from_box(geo.box, size, geo.landmarks, index, angle)
 
 
 def _fraction(fps: float):
@@ -426,7 +522,7 @@ def _generate(model, crops: np.ndarray, mels: np.ndarray, device: str, dtype) ->
     import torch
 
     with torch.inference_mode():
-        faces = torch.from_numpy(crops).to(device)
+        faces = torch.from_numpy(np.ascontiguousarray(crops)).to(device)
         masked = faces.clone()
         masked[:, faces.shape[1] // 2 :] = 0
         # NHWC storage viewed as NCHW is channels_last: what the optimised CPU model wants.
@@ -455,8 +551,9 @@ def _output_path(config: RunConfig) -> Path:
     return out
 
 
-def run(
-    config: RunConfig, progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None
-) -> RunResult:
+def run(config: RunConfig, progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> RunResult:
     """Lip-sync ``config.face`` to ``config.audio`` (a fresh pipeline; models not kept)."""
     return LipSyncPipeline(config.device).run(config, progress, cancel)
+
+
+__all__ = ["LipSyncPipeline", "RunResult", "run", "resolve_device", "loop_index", "silent_frames", "Wav2LipUHQError"]

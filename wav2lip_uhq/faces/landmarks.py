@@ -1,0 +1,161 @@
+"""68-point facial landmarks for a known face box, and their temporal smoothing.
+
+Backends: ``fan`` (face-alignment's 2D-FAN, weights from the models folder) and ``dlib``
+(the 68-point predictor shipped by ``face_recognition_models``, offline, CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import Wav2LipUHQError
+
+log = logging.getLogger(__name__)
+
+LANDMARK_BACKENDS = ("fan", "dlib")
+LANDMARK_SMOOTHING = ("savgol", "none")
+
+
+class LandmarkDetector(ABC):
+    name = "base"
+
+    def settings(self) -> dict:
+        return {"landmarks": self.name}
+
+    @abstractmethod
+    def landmarks(self, frames_rgb: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+        """(N, 68, 2) points for one box (x1, y1, x2, y2) per frame; NaN rows for NaN boxes."""
+
+
+class DlibLandmarks(LandmarkDetector):
+    name = "dlib"
+
+    def __init__(self) -> None:
+        import dlib
+
+        from .detection import dlib_model_path
+
+        self._predictor = dlib.shape_predictor(str(dlib_model_path()))
+        self._dlib = dlib
+
+    def landmarks(self, frames_rgb, boxes):
+        out = np.full((len(frames_rgb), 68, 2), np.nan, np.float32)
+        for i, (frame, box) in enumerate(zip(frames_rgb, boxes)):
+            if np.isnan(box[0]):
+                continue
+            # dlib's predictor was trained on its HOG boxes (brows to lip-chin): shrink ours to that.
+            x1, y1, x2, y2 = (float(v) for v in box[:4])
+            h = y2 - y1
+            rect = self._dlib.rectangle(int(x1), int(y1 + 0.2 * h), int(x2), int(y2))
+            shape = self._predictor(np.ascontiguousarray(frame), rect)
+            out[i] = [(p.x, p.y) for p in shape.parts()]
+        return out
+
+
+class FANLandmarks(LandmarkDetector):
+    """face-alignment's FAN on 256x256 crops, batched; GPU when available."""
+
+    name = "fan"
+
+    def __init__(self, model_path: str | Path, device: str = "cpu", batch_size: int = 16) -> None:
+        import torch
+
+        try:
+            from face_alignment.models.fan import FAN
+        except ImportError as exc:
+            raise Wav2LipUHQError("the fan landmark backend needs face-alignment: pip install 'wav2lip-uhq[faces]'") from exc
+        path = Path(model_path)
+        if not path.is_file():
+            raise Wav2LipUHQError(f"{path}: FAN landmark weights not found")
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise Wav2LipUHQError(f"{path}: not a FAN state dict ({exc})") from exc
+        n_modules = len({k.split(".")[0] for k in state if k.startswith("m")})
+        net = FAN(max(1, n_modules))
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise Wav2LipUHQError(f"{path}: weights do not fit face-alignment's FAN ({exc})") from exc
+        self.net = net.eval().to(device)
+        self.device, self.batch_size = device, batch_size
+
+    def landmarks(self, frames_rgb, boxes):
+        import torch
+        from face_alignment.utils import crop, get_preds_fromhm
+
+        out = np.full((len(frames_rgb), 68, 2), np.nan, np.float32)
+        todo = [i for i, b in enumerate(boxes) if not np.isnan(b[0])]
+        for start in range(0, len(todo), self.batch_size):
+            idx = todo[start : start + self.batch_size]
+            crops, geo = [], []
+            for i in idx:
+                x1, y1, x2, y2 = (float(v) for v in boxes[i][:4])
+                center = np.array([(x1 + x2) / 2, (y1 + y2) / 2 - (y2 - y1) * 0.12])
+                scale = ((x2 - x1) + (y2 - y1)) / 195.0
+                crops.append(crop(frames_rgb[i], center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0)
+                geo.append((center, scale))
+            with torch.inference_mode():
+                heat = self.net(torch.from_numpy(np.stack(crops)).to(self.device))
+                heat = (heat[-1] if isinstance(heat, (list, tuple)) else heat).float().cpu().numpy()
+            for k, i in enumerate(idx):
+                center, scale = geo[k]
+                _, pts, _ = get_preds_fromhm(heat[k : k + 1], center, scale)
+                out[i] = pts[0]
+        return out
+
+
+def create_landmark_detector(name: str, device: str = "cpu", model_path: str | Path | None = None) -> LandmarkDetector:
+    if name == "dlib":
+        return DlibLandmarks()
+    if name == "fan":
+        if model_path is None:
+            raise Wav2LipUHQError("the fan landmark backend needs its weights (2DFAN4 .pth.tar) in the models folder")
+        return FANLandmarks(model_path, device)
+    raise Wav2LipUHQError(f"unknown landmark backend {name!r} (choose from {', '.join(LANDMARK_BACKENDS)})")
+
+
+def savgol_coefficients(window: int, order: int) -> np.ndarray:
+    """Weights of the centre sample of a least-squares polynomial fit (Savitzky-Golay)."""
+    half = window // 2
+    x = np.arange(-half, half + 1, dtype=np.float64)
+    vander = np.vander(x, order + 1, increasing=True)
+    return np.linalg.pinv(vander)[0]
+
+
+def smooth_landmarks(points: np.ndarray, method: str = "savgol", window: int = 7, order: int = 2) -> np.ndarray:
+    """Zero-lag smoothing of (N, 68, 2) landmark tracks within runs of frames that have a face.
+
+    A centred local quadratic fit (Savitzky-Golay) follows steady and accelerating motion
+    without lag (a causal One-Euro or EMA filter trails fast motion) while averaging out
+    per-frame jitter; ``bench/bench_landmark_smoothing.py`` compares them.
+    """
+    if method == "none":
+        return points.copy()
+    if method != "savgol":
+        raise ValueError(f"unknown landmark smoothing {method!r}")
+    out = points.astype(np.float32).copy()
+    valid = ~np.isnan(points[:, 0, 0])
+    n = len(points)
+    i = 0
+    while i < n:
+        if not valid[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and valid[j]:
+            j += 1
+        seg = points[i:j].astype(np.float64)
+        for t in range(len(seg)):
+            half = min(window // 2, t, len(seg) - 1 - t)  # shrink symmetrically at run edges
+            if half == 0:
+                continue
+            w = savgol_coefficients(2 * half + 1, min(order, 2 * half))
+            out[i + t] = np.tensordot(w, seg[t - half : t + half + 1], axes=(0, 0))
+        i = j
+    return out
