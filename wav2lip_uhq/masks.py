@@ -2,7 +2,8 @@
 
 Masks are computed from landmarks that are already temporally smoothed, so they are stable
 over time by construction (no per-frame thresholding). The edge is a distance-based
-falloff: alpha rises smoothly from 0 at the region border to 1 at ``feather`` pixels inside.
+falloff centred on the region's outline: alpha rises smoothly from 0 at ``feather / 2`` pixels
+outside it to 1 at ``feather / 2`` pixels inside.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def region_polygon(points: np.ndarray, options: MaskOptions) -> np.ndarray:
         # jaw from the lower left cheek around the chin to the lower right cheek, closed under the nose
         jaw = points[2:15]
         nose = points[NOSE_BASE][::-1]
-        nose = nose + np.array([0.0, 0.15]) * (points[8] - points[33])[None]  # just below the nostrils
+        nose = nose - 0.3 * (points[33] - points[30])[None]  # a little above the nostrils: all of the upper lip
         return np.concatenate([jaw, nose]).astype(np.float32)
     if options.region == "mouth":
         lips = points[MOUTH]
@@ -71,8 +72,11 @@ def landmark_mask(points: np.ndarray, shape: tuple[int, int], options: MaskOptio
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(grow) + 1, 2 * abs(grow) + 1))
         hard = cv2.dilate(hard, k) if grow > 0 else cv2.erode(hard, k)
     feather = max(1.0, options.feather * fw)
+    # Signed distance to the outline: the soft edge is centred on it (half inside, half outside).
     inside = cv2.distanceTransform(hard, cv2.DIST_L2, 5)
-    t = np.clip(inside / feather, 0.0, 1.0)
+    outside = cv2.distanceTransform(1 - hard, cv2.DIST_L2, 5)
+    signed = np.where(hard > 0, inside - 0.5, 0.5 - outside)  # pixel centres: +-0.5 at the outline
+    t = np.clip(signed / feather + 0.5, 0.0, 1.0)
     return (t * t * (3 - 2 * t)).astype(np.float32)
 
 
