@@ -141,14 +141,14 @@ class DlibDetector(FaceDetector):
 
     name = "dlib"
 
-    def __init__(self, upsample: int = 1, max_size: int | None = 720, threshold: float = 0.3) -> None:
+    def __init__(self, upsample: int | None = None, max_size: int | None = 720, threshold: float = 0.3) -> None:
         super().__init__(max_size)
         self.threshold = threshold  # HOG scores below this are mostly false positives
         try:
             import dlib
         except ImportError as exc:
             raise Wav2LipUHQError("the dlib detector needs dlib: pip install 'wav2lip-uhq[faces]'") from exc
-        self.upsample = upsample
+        self.upsample = upsample  # None: 1 for small frames (finds ~40 px faces), 0 from 640 px up
         self._det = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(dlib_model_path()))
         self._dlib = dlib
@@ -170,7 +170,8 @@ class DlibDetector(FaceDetector):
         for frame in frames_rgb:
             scale = self._scale(frame)
             small = self._resize([frame], scale)[0]
-            rects, scores, _ = self._det.run(small, self.upsample, self.threshold)
+            upsample = self.upsample if self.upsample is not None else int(max(small.shape[:2]) < 640)
+            rects, scores, _ = self._det.run(small, upsample, self.threshold)
             faces = []
             for rect, score in zip(rects, scores):
                 shape = self._predictor(small, rect)
