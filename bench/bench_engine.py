@@ -76,24 +76,25 @@ def worker(kind: str, video: str, audio: str, ckpt: str, box: list[int], out: st
         from upstream_baseline import run_upstream_style
 
         frames = run_upstream_style(Path(video), Path(audio), Path(ckpt), tuple(box), Path(out))
-    elif kind == "generator":  # the model stage alone, batch 32, 96 px crops
-        from wav2lip_uhq.models import load_model
-        from wav2lip_uhq.pipeline import _generate
+    elif kind.startswith("generator"):  # the model stage alone, batch 32, 96 px crops
+        from wav2lip_uhq.pipeline import LipSyncPipeline, _generate
 
-        model = load_model(ckpt, "cpu", kind="wav2lip")
+        precision = kind.split("-")[1]
+        model = LipSyncPipeline("cpu").load_generator(Path(ckpt), "cpu", precision)
+        dtype = next(model.parameters()).dtype
         crops = np.random.default_rng(0).integers(0, 255, (32, 96, 96, 3), dtype=np.uint8)
         mels = np.random.default_rng(1).normal(size=(32, 80, 16)).astype(np.float32)
-        _generate(model, crops, mels, "cpu", torch.float32)
+        _generate(model, crops, mels, "cpu", dtype)
         t0 = time.perf_counter()
         for _ in range(8):
-            _generate(model, crops, mels, "cpu", torch.float32)
+            _generate(model, crops, mels, "cpu", dtype)
         frames = 8 * 32
         gen = frames / (time.perf_counter() - t0)
     else:
         from wav2lip_uhq.config import FaceOptions, RunConfig
         from wav2lip_uhq.pipeline import run
 
-        mode = "fast" if kind == "ours-fast" else "feather"
+        mode = "fast" if kind == "ours-fast" else "improved"
         result = run(RunConfig(face=video, audio=audio, checkpoint=ckpt, out=out, mode=mode,
                                faces=FaceOptions(box=tuple(box)), device="cpu", cache_dir=Path(out).parent / "cache"))
         frames = result.frames
@@ -127,24 +128,29 @@ def main() -> None:
     rows = []
     video, audio, ckpt, box = make_inputs(work, args.seconds, args.height)
     label = f"{args.seconds:g}s {args.height}p"
-    rows.append((label, spawn("generator", video, audio, ckpt, box, work / "g.mp4")))
-    rows.append((label, spawn("ours-feather", video, audio, ckpt, box, work / "ours.mp4")))
+    rows.append((label, spawn("generator-fp32", video, audio, ckpt, box, work / "g.mp4")))
+    from wav2lip_uhq.pipeline import cpu_has_native_bf16
+
+    if cpu_has_native_bf16():
+        rows.append((label, spawn("generator-bf16", video, audio, ckpt, box, work / "g.mp4")))
+    rows.append((label, spawn("ours-improved", video, audio, ckpt, box, work / "ours.mp4")))
     rows.append((label, spawn("ours-fast", video, audio, ckpt, box, work / "ours_fast.mp4")))
     if not args.no_upstream:
         rows.append((label, spawn("upstream", video, audio, ckpt, box, work / "up.mp4")))
     if args.memory:
         for secs in (20, 60):
             v, a, c, b = make_inputs(work, secs, 1080)
-            rows.append((f"{secs}s 1080p", spawn("ours-feather", v, a, c, b, work / f"m{secs}.mp4")))
+            rows.append((f"{secs}s 1080p", spawn("ours-improved", v, a, c, b, work / f"m{secs}.mp4")))
     print(f"\nCPU: {os.cpu_count()} cores, torch threads = cores; fixed box, wav2lip_96 (rule-filled weights)\n")
     print(f"| input | run | frames | seconds | frames/s | peak RSS (MiB) |")
     print("|---|---|---:|---:|---:|---:|")
     for label, r in rows:
         print(f"| {label} | {r['kind']} | {r['frames']} | {r['seconds']:.1f} | {r['fps']:.1f} | {r['peak_mib']:.0f} |")
-    ours = next((r for _, r in rows if r["kind"] == "ours-fast"), None)
     up = next((r for _, r in rows if r["kind"] == "upstream"), None)
-    if ours and up:
-        print(f"\nend-to-end speed-up (fast mode vs upstream algorithm): {ours['fps'] / up['fps']:.2f}x")
+    for kind in ("ours-fast", "ours-improved"):
+        ours = next((r for _, r in rows if r["kind"] == kind), None)
+        if ours and up:
+            print(f"end-to-end speed-up, {kind} vs upstream algorithm: {ours['fps'] / up['fps']:.2f}x")
 
 
 if __name__ == "__main__":

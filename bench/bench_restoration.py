@@ -28,7 +28,11 @@ def build_gfpgan(path: Path, small: bool) -> None:
     from spandrel.architectures.GFPGAN import GFPGAN
 
     torch.manual_seed(0)
-    kw = dict(out_size=128, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25) if small else {}
+    kw = (
+        {"out_size": 128, "num_style_feat": 64, "channel_multiplier": 1, "num_mlp": 2, "narrow": 0.25}
+        if small
+        else {}
+    )
     torch.save({"params_ema": GFPGAN(**kw).state_dict()}, path)
 
 
@@ -55,7 +59,9 @@ def timed(fn, repeats: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--small", action="store_true", help="128 px narrow GFPGAN instead of the released 512 px size")
+    p.add_argument(
+        "--small", action="store_true", help="128 px narrow GFPGAN instead of the released 512 px size"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--repeats", type=int, default=2)
@@ -89,7 +95,7 @@ def main() -> None:
     for n in args.batches:
         restorer.batch_size = n
         frames = [frame.copy() for _ in range(n)]
-        sec = timed(lambda: run(frames, n), args.repeats)
+        sec = timed(lambda frames=frames, n=n: run(frames, n), args.repeats)
         print(f"| {n} | {sec:.3f} | {1000 * sec / n:.1f} |")
 
     n = max(args.batches)
@@ -116,6 +122,7 @@ def main() -> None:
     for h, frames in cases.items():
         w = frames[0].shape[1]
         print(f"| {w}x{h} | {1000 * best[h, 'net'] / n:.1f} | {1000 * best[h, 'none'] / n:.2f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -16,9 +16,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("spandrel")
 
-from wav2lip_uhq.compositing import feather_mask  # noqa: E402
-from wav2lip_uhq.errors import CheckpointError  # noqa: E402
-from wav2lip_uhq.restoration import (  # noqa: E402
+from wav2lip_uhq.compositing import feather_mask
+from wav2lip_uhq.errors import CheckpointError
+from wav2lip_uhq.restoration import (
     FaceRestorer,
     Upscaler,
     blend,
@@ -89,9 +89,15 @@ def test_released_size_gfpgan_loads_through_spandrel(tmp_path):
     model = _gfpgan()  # spandrel's defaults: 512 px, channel multiplier 2
     state = {k: v.half().contiguous() for k, v in model.state_dict().items()}
     # Our reading of the hyperparameters agrees with the layout spandrel builds.
-    assert gfpgan_hyperparameters(state) == dict(
-        out_size=512, num_style_feat=512, num_mlp=8, narrow=1.0, different_w=True, sft_half=True, channel_multiplier=2
-    )
+    assert gfpgan_hyperparameters(state) == {
+        "out_size": 512,
+        "num_style_feat": 512,
+        "num_mlp": 8,
+        "narrow": 1.0,
+        "different_w": True,
+        "sft_half": True,
+        "channel_multiplier": 2,
+    }
     path = tmp_path / "GFPGANv1.4.safetensors"
     save_file(state, str(path))
     del model, state
@@ -133,10 +139,14 @@ def test_batched_equals_one_by_one_and_is_one_call(restorer, astronaut):
     boxes = [FACE_BOX, (512 - 275, 60, 512 - 175, 180), (475, 160, 575, 280), None]
     masks = [_mask(), _mask(), _mask(), None]
 
-    singles = [restore_region(f.copy(), b, m, restorer) if b else f.copy() for f, b, m in zip(frames, boxes, masks)]
+    singles = [
+        restore_region(f.copy(), b, m, restorer) if b else f.copy() for f, b, m in zip(frames, boxes, masks)
+    ]
 
     calls = []
-    handle = restorer.descriptor.model.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    handle = restorer.descriptor.model.register_forward_hook(
+        lambda mod, inp, out: calls.append(inp[0].shape[0])
+    )
     try:
         batched = restore_regions([f.copy() for f in frames], boxes, masks, restorer)
     finally:
@@ -212,7 +222,9 @@ class _Touch:
 def test_pickle_with_code_refused(tmp_path, cls):
     marker = tmp_path / "executed"
     path = tmp_path / "evil.pth"
-    torch.save({"params_ema": {"conv.weight": torch.zeros(1)}, "x": _Touch(marker)}, path, pickle_module=pickle)
+    torch.save(
+        {"params_ema": {"conv.weight": torch.zeros(1)}, "x": _Touch(marker)}, path, pickle_module=pickle
+    )
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
         cls.from_file(path)

@@ -72,40 +72,17 @@ def write_video(
     sr: int = SAMPLE_RATE,
     crf: int = 18,
 ) -> Path:
-    """H.264 mp4 (+ AAC mono) of in-memory frames and samples, written atomically.
-
-    Kept small and separate from the engine's streaming VideoWriter: the synthetic dataset
-    and sync tests need exact control of the audio sample rate and of the frame rate.
-    """
-    import av
-
+    """H.264 mp4 (+ AAC mono) of in-memory frames and samples, written atomically by the
+    engine's VideoWriter at exactly ``fps`` and ``sr``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     h, w = frames_bgr[0].shape[:2]
-    try:
-        with av.open(str(tmp), "w", format="mp4") as out:
-            vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            vs.options = {"crf": str(crf), "preset": "veryfast"}
-            astream = None
-            if audio is not None:
-                astream = out.add_stream("aac", rate=sr)
-                astream.layout = "mono"
-            for img in frames_bgr:
-                out.mux(vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")))
-            out.mux(vs.encode())
-            if astream is not None:
-                pcm = np.clip(np.asarray(audio, np.float32), -1, 1).reshape(1, -1)
-                for i in range(0, pcm.shape[1], 1024):
-                    frame = av.AudioFrame.from_ndarray(
-                        np.ascontiguousarray(pcm[:, i : i + 1024]), format="flt", layout="mono"
-                    )
-                    frame.sample_rate, frame.pts = sr, i
-                    out.mux(astream.encode(frame))
-                out.mux(astream.encode())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    track = None
+    if audio is not None:
+        track = engine_video.AudioTrack(np.clip(np.asarray(audio, np.float32), -1, 1).reshape(1, -1), sr)
+    settings = engine_video.EncodeSettings(crf=crf, preset="veryfast")
+    rate = Fraction(fps).limit_denominator(1001)
+    with engine_video.VideoWriter(path, w, h, rate, track, settings) as writer:
+        for img in frames_bgr:
+            writer.write(img)
     return path

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--lossless", action="store_true", help="exact RGB frames: FFV1 + FLAC in .mkv")
     c = r.add_argument_group("compute")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    c.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                   help="generator precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16 (not in fast mode)")
     c.add_argument("--batch-size", type=int, default=32, help="generator batch size")
     c.add_argument(
         "--models-dir",
@@ -217,6 +219,7 @@ def cmd_run(args) -> int:
             debug_video=args.debug_video,
         ),
         device=args.device,
+        precision=args.precision,
         batch_size=args.batch_size,
         models_dir=args.models_dir,
         cache_dir=args.cache_dir,

@@ -73,6 +73,7 @@ class RunConfig:
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     composite: CompositeOptions = field(default_factory=CompositeOptions)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
+    precision: str = "auto"  # "auto" (fp16 on CUDA, bf16 on CPUs that have it except in fast mode), "fp32", "fp16", "bf16"
     batch_size: int = 32  # generator batch (frames held in memory at once)
     models_dir: Path | None = None
     cache_dir: Path | None = None  # None: ~/.cache/wav2lip-uhq; detection results live here

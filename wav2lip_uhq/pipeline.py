@@ -62,6 +62,38 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bfloat16 dot products (AVX512-BF16, AMX): bf16 convolutions run ~3x
+    faster there than fp32; elsewhere bf16 is emulated and slower."""
+    import torch
+
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        if probe is not None and not probe():
+            return False
+    except RuntimeError:
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str, mode: str) -> str:
+    """``auto``: fp16 on CUDA; on CPU bf16 where it is native, except in ``fast`` mode, which
+    must reproduce upstream's fp32 frames."""
+    if precision != "auto":
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"unknown precision {precision!r} (auto, fp32, fp16, bf16)")
+        return precision
+    if device.startswith("cuda"):
+        return "fp16"
+    if device == "cpu" and mode != "fast" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def preprocess_frame(frame: np.ndarray, opts: FrameOptions) -> np.ndarray:
     """Upstream's order: resize by factor, rotate, crop."""
     if opts.resize_factor > 1:
@@ -190,22 +222,22 @@ class LipSyncPipeline:
             self._models[key] = build()
         return self._models[key]
 
-    def load_generator(self, path: Path, device: str):
+    def load_generator(self, path: Path, device: str, precision: str = "fp32"):
         import torch
 
         from .models import load_model
         from .models.optimize import fold_batchnorm
 
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
         def build():
-            model = fold_batchnorm(load_model(path, device=device, kind="wav2lip"))
-            if device.startswith("cuda"):
-                model.half()
-            else:
+            model = fold_batchnorm(load_model(path, device=device, kind="wav2lip")).to(dtype)
+            if device == "cpu":
                 model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN)
             return model
 
-        torch.set_grad_enabled(False)
-        return self._cached(("generator", str(Path(path).resolve()), Path(path).stat().st_mtime, device), build)
+        key = ("generator", str(Path(path).resolve()), Path(path).stat().st_mtime, device, precision)
+        return self._cached(key, build)
 
     def _detector(self, config: RunConfig, device: str):
         f = config.faces
@@ -263,7 +295,8 @@ class LipSyncPipeline:
             raise InputError(f"{config.face}: no frame could be decoded")
         frame = preprocess_frame(frame, config.frames)
         device = resolve_device(config.device) if config.device != "auto" else self.device
-        model = self.load_generator(resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download), device)
+        ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
+        model = self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
         track = self._make_track(config, device, frame.shape[1], frame.shape[0])
         rgb = np.ascontiguousarray(frame[:, :, ::-1])
         track.add(self._detector(config, device).detect([rgb]), [rgb])
@@ -326,7 +359,7 @@ class LipSyncPipeline:
 
         report("loading models", 0, 1)
         ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
-        model = self.load_generator(ckpt, device)
+        model = self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
         img_size = model.img_size
         dtype = next(model.parameters()).dtype
         detector = self._detector(config, device)

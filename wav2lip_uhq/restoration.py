@@ -16,8 +16,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -55,7 +56,7 @@ def _registry():
     return registry
 
 
-def _read(path: str | Path) -> tuple[dict, "ArchSupport"]:
+def _read(path: str | Path) -> tuple[dict, ArchSupport]:
     """Tensors of ``path`` (never unpickling anything else) and the spandrel architecture they match."""
     from spandrel import canonicalize_state_dict
 
@@ -66,8 +67,8 @@ def _read(path: str | Path) -> tuple[dict, "ArchSupport"]:
         try:
             if support.detect(state):
                 return state, support
-        except Exception:  # a detector indexing a key of another layout
-            continue
+        except Exception as exc:  # noqa: BLE001 - a detector indexing a key of another layout
+            log.debug("%s: spandrel's %s detector failed: %s", path, support.architecture.id, exc)
     if "idx_pred_layer.1.weight" in state and "quantize.embedding.weight" in state:
         raise CheckpointError(
             f"{path}: this looks like a CodeFormer model; CodeFormer support needs the optional "
@@ -79,7 +80,7 @@ def _read(path: str | Path) -> tuple[dict, "ArchSupport"]:
     )
 
 
-def _load(path: str | Path, state: dict, support: "ArchSupport") -> "ImageModelDescriptor":
+def _load(path: str | Path, state: dict, support: ArchSupport) -> ImageModelDescriptor:
     arch_id = str(support.architecture.id)
     try:
         return support.architecture.load(state)  # type: ignore[return-value]
@@ -105,14 +106,15 @@ def gfpgan_hyperparameters(state: dict) -> dict:
     from spandrel.architectures.GFPGAN import GFPGAN
 
     n_style = state["stylegan_decoder.style_mlp.1.weight"].shape[0]
-    params = dict(
-        out_size=2 ** (_count(state, "conv_body_down") + 2),
-        num_style_feat=n_style,
-        num_mlp=sum(1 for k in state if re.fullmatch(r"stylegan_decoder\.style_mlp\.\d+\.weight", k)),
-        narrow=state["stylegan_decoder.constant_input.weight"].shape[1] / 512,
-        different_w=state["final_linear.weight"].shape[0] != n_style,
-        sft_half=state["condition_scale.0.2.weight"].shape[0] == state["condition_scale.0.0.weight"].shape[0],
-    )
+    params = {
+        "out_size": 2 ** (_count(state, "conv_body_down") + 2),
+        "num_style_feat": n_style,
+        "num_mlp": sum(1 for k in state if re.fullmatch(r"stylegan_decoder\.style_mlp\.\d+\.weight", k)),
+        "narrow": state["stylegan_decoder.constant_input.weight"].shape[1] / 512,
+        "different_w": state["final_linear.weight"].shape[0] != n_style,
+        "sft_half": state["condition_scale.0.2.weight"].shape[0]
+        == state["condition_scale.0.0.weight"].shape[0],
+    }
     have = {k: tuple(v.shape) for k, v in state.items()}
     for multiplier in (2, 1, 4):  # not stored anywhere: the one whose shapes match
         with torch.device("meta"):
@@ -122,7 +124,7 @@ def gfpgan_hyperparameters(state: dict) -> dict:
     raise ValueError(f"no GFPGAN layout matches these weights (read {params})")
 
 
-def _load_gfpgan_any_size(path: str | Path, state: dict, support: "ArchSupport") -> "ImageModelDescriptor":
+def _load_gfpgan_any_size(path: str | Path, state: dict, support: ArchSupport) -> ImageModelDescriptor:
     from spandrel import ImageModelDescriptor, SizeRequirements
     from spandrel.architectures.GFPGAN import GFPGAN
 
@@ -147,7 +149,7 @@ def _load_gfpgan_any_size(path: str | Path, state: dict, support: "ArchSupport")
     )
 
 
-def _auto_dtype(descriptor: "ImageModelDescriptor", device: "torch.device") -> "torch.dtype":
+def _auto_dtype(descriptor: ImageModelDescriptor, device: torch.device) -> torch.dtype:
     """fp16 where spandrel says the architecture tolerates it, else bf16, on CUDA; fp32 elsewhere.
     (spandrel marks GFPGAN, CodeFormer and RestoreFormer as not fp16-safe.)"""
     import torch
@@ -161,7 +163,7 @@ def _auto_dtype(descriptor: "ImageModelDescriptor", device: "torch.device") -> "
     return torch.float32
 
 
-def _prepare(descriptor: "ImageModelDescriptor", device: str, dtype: Optional["torch.dtype"]):
+def _prepare(descriptor: ImageModelDescriptor, device: str, dtype: torch.dtype | None):
     import torch
 
     dev = torch.device(device)
@@ -171,7 +173,7 @@ def _prepare(descriptor: "ImageModelDescriptor", device: str, dtype: Optional["t
     return dev, dt
 
 
-def _to_tensor(images_bgr: Sequence[np.ndarray], device, dtype) -> "torch.Tensor":
+def _to_tensor(images_bgr: Sequence[np.ndarray], device, dtype) -> torch.Tensor:
     """Same-size BGR uint8 images -> (N, 3, H, W) RGB in [0, 1]."""
     import torch
 
@@ -179,7 +181,7 @@ def _to_tensor(images_bgr: Sequence[np.ndarray], device, dtype) -> "torch.Tensor
     return torch.from_numpy(batch).to(device).to(dtype).div_(255.0)
 
 
-def _to_images(x: "torch.Tensor") -> list[np.ndarray]:
+def _to_images(x: torch.Tensor) -> list[np.ndarray]:
     """(N, 3, H, W) RGB in [0, 1] -> BGR uint8 images."""
     import torch
 
@@ -202,12 +204,12 @@ class FaceRestorer:
 
     def __init__(
         self,
-        descriptor: "ImageModelDescriptor",
+        descriptor: ImageModelDescriptor,
         *,
         device: str = "cpu",
         fidelity: float = 0.5,
         batch_size: int = 8,
-        dtype: Optional["torch.dtype"] = None,
+        dtype: torch.dtype | None = None,
         name: str = "",
     ) -> None:
         self.arch = str(descriptor.architecture.id)
@@ -224,7 +226,7 @@ class FaceRestorer:
         self.name = name
         self.device, self.dtype = _prepare(descriptor, device, dtype)
         model = descriptor.model
-        self.size = 2 ** model.log_size if self.arch == "GFPGAN" else _FACE_SIZE[self.arch]
+        self.size = 2**model.log_size if self.arch == "GFPGAN" else _FACE_SIZE[self.arch]
 
     @classmethod
     def from_file(
@@ -233,8 +235,8 @@ class FaceRestorer:
         device: str = "cpu",
         fidelity: float = 0.5,
         batch_size: int = 8,
-        dtype: Optional["torch.dtype"] = None,
-    ) -> "FaceRestorer":
+        dtype: torch.dtype | None = None,
+    ) -> FaceRestorer:
         """Load a face-restoration checkpoint (.pth/.safetensors); ``fidelity`` is CodeFormer's ``w``
         (0 = strongest restoration, 1 = closest to the input), ignored by the others."""
         state, support = _read(path)
@@ -246,11 +248,15 @@ class FaceRestorer:
                 f"({', '.join(FACE_ARCHITECTURES)}); super-resolution models go to the upscaler"
             )
         descriptor = _load(path, state, support)
-        restorer = cls(descriptor, device=device, fidelity=fidelity, batch_size=batch_size, dtype=dtype, name=str(path))
-        log.info("loaded face restorer %s (%d px, %s) from %s", restorer.arch, restorer.size, restorer.dtype, path)
+        restorer = cls(
+            descriptor, device=device, fidelity=fidelity, batch_size=batch_size, dtype=dtype, name=str(path)
+        )
+        log.info(
+            "loaded face restorer %s (%d px, %s) from %s", restorer.arch, restorer.size, restorer.dtype, path
+        )
         return restorer
 
-    def _forward(self, x: "torch.Tensor") -> "torch.Tensor":
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB in and out; the networks themselves work in [-1, 1]."""
         model = self.descriptor.model
         x = x * 2 - 1
@@ -282,11 +288,11 @@ class Upscaler:
 
     def __init__(
         self,
-        descriptor: "ImageModelDescriptor",
+        descriptor: ImageModelDescriptor,
         *,
         device: str = "cpu",
         batch_size: int = 16,
-        dtype: Optional["torch.dtype"] = None,
+        dtype: torch.dtype | None = None,
         name: str = "",
     ) -> None:
         arch = str(descriptor.architecture.id)
@@ -303,8 +309,8 @@ class Upscaler:
 
     @classmethod
     def from_file(
-        cls, path: str | Path, device: str = "cpu", batch_size: int = 16, dtype: Optional["torch.dtype"] = None
-    ) -> "Upscaler":
+        cls, path: str | Path, device: str = "cpu", batch_size: int = 16, dtype: torch.dtype | None = None
+    ) -> Upscaler:
         state, support = _read(path)
         arch_id = str(support.architecture.id)
         if arch_id in FACE_ARCHITECTURES:
@@ -312,7 +318,9 @@ class Upscaler:
                 f"{path}: this is a {arch_id} face-restoration model, not a super-resolution model; "
                 "use it as the face restorer"
             )
-        upscaler = cls(_load(path, state, support), device=device, batch_size=batch_size, dtype=dtype, name=str(path))
+        upscaler = cls(
+            _load(path, state, support), device=device, batch_size=batch_size, dtype=dtype, name=str(path)
+        )
         log.info("loaded upscaler %s (x%d, %s) from %s", upscaler.arch, upscaler.scale, upscaler.dtype, path)
         return upscaler
 
@@ -320,7 +328,7 @@ class Upscaler:
         """BGR uint8 images -> the same, ``scale`` times larger; same-size images share a batch."""
         import torch
 
-        out: list[Optional[np.ndarray]] = [None] * len(images_bgr)
+        out: list[np.ndarray | None] = [None] * len(images_bgr)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images_bgr):
             by_shape.setdefault(image.shape, []).append(i)
@@ -334,7 +342,7 @@ class Upscaler:
         return out  # type: ignore[return-value]
 
 
-def _describe(descriptor: "ImageModelDescriptor") -> str:
+def _describe(descriptor: ImageModelDescriptor) -> str:
     kind = {"SR": f"super-resolution x{descriptor.scale}", "FaceSR": "face restoration"}
     return kind.get(descriptor.purpose, descriptor.purpose.lower())
 
@@ -357,9 +365,9 @@ def face_crop(box: Box, margin: float = 0.3) -> Box:
     """The square restoration crop around ``box``: its longer side plus ``margin`` of it on each
     side (the framing of the aligned faces these networks were trained on). May leave the frame."""
     x1, y1, x2, y2 = box
-    side = int(round(max(x2 - x1, y2 - y1) * (1 + 2 * margin)))
+    side = round(max(x2 - x1, y2 - y1) * (1 + 2 * margin))
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    sx, sy = int(round(cx - side / 2)), int(round(cy - side / 2))
+    sx, sy = round(cx - side / 2), round(cy - side / 2)
     return sx, sy, sx + side, sy + side
 
 
@@ -375,8 +383,8 @@ def _extract(frame: np.ndarray, crop: Box) -> np.ndarray:
 
 def restore_regions(
     frames: Sequence[np.ndarray],
-    boxes: Sequence[Optional[Box]],
-    masks: Sequence[Optional[np.ndarray]],
+    boxes: Sequence[Box | None],
+    masks: Sequence[np.ndarray | None],
     restorer: FaceRestorer,
     strength: float = 1.0,
     margin: float = 0.3,

@@ -168,6 +168,7 @@ class DlibDetector(FaceDetector):
     def detect(self, frames_rgb: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = []
         for frame in frames_rgb:
+            frame = np.ascontiguousarray(frame)  # dlib misreads strided views such as frame[..., ::-1]
             scale = self._scale(frame)
             small = self._resize([frame], scale)[0]
             upsample = self.upsample if self.upsample is not None else int(max(small.shape[:2]) < 640)
