@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--restore-strength", type=float, default=0.7, help="0: original .. 1: fully restored")
     k.add_argument("--fidelity", type=float, default=0.7, help="CodeFormer fidelity weight")
     k.add_argument("--upscaler", type=Path, help="enhanced: super-resolution checkpoint for the 96 px output")
+    k.add_argument("--parser", type=Path, help="face-parsing BiSeNet checkpoint (79999_iter.pth): never paint over hair, hands, occluders")
+    k.add_argument("--parser-keep-neck", action="store_true", help="with --parser: let the new chin extend over the neck")
     k.add_argument("--debug-video", type=Path, help="also write result | mask+landmarks overlay, side by side")
     o = r.add_argument_group("output")
     o.add_argument(
@@ -216,6 +218,8 @@ def cmd_run(args) -> int:
             restore_strength=args.restore_strength,
             fidelity=args.fidelity,
             upscaler=args.upscaler,
+            parser=args.parser,
+            parser_keep_neck=args.parser_keep_neck,
             debug_video=args.debug_video,
         ),
         device=args.device,

@@ -224,8 +224,9 @@ class MaskBlend:
             self._fades[size] = box_fade((size, size))
         return self._fades[size]
 
-    def alpha(self, frame_shape, generated_size: int, placement: Placement) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
-        """(roi, crop->roi matrix, alpha over the roi) for a placement."""
+    @staticmethod
+    def roi(frame_shape, generated_size: int, placement: Placement) -> tuple[tuple[int, int, int, int], np.ndarray]:
+        """(roi, crop->roi matrix): the frame rectangle the generated crop covers."""
         inv = cv2.invertAffineTransform(placement.matrix)
         s = generated_size
         corners = np.array([[0, 0, 1], [s - 1, 0, 1], [0, s - 1, 1], [s - 1, s - 1, 1]], np.float64) @ inv.T
@@ -235,6 +236,12 @@ class MaskBlend:
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
         to_roi = inv.copy()
         to_roi[:, 2] -= (x1, y1)
+        return (x1, y1, x2, y2), to_roi
+
+    def alpha(self, frame_shape, generated_size: int, placement: Placement) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+        """(roi, crop->roi matrix, alpha over the roi) for a placement."""
+        (x1, y1, x2, y2), to_roi = self.roi(frame_shape, generated_size, placement)
+        s = generated_size
         fade = cv2.warpAffine(self._fade(s), to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderValue=0)
         if placement.landmarks is not None:
             mask = landmark_mask(placement.landmarks, (y2 - y1, x2 - x1), self.options.mask, offset=(x1, y1))
@@ -242,11 +249,17 @@ class MaskBlend:
             mask = cv2.warpAffine(feather_mask(s, s), to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderValue=0)
         return (x1, y1, x2, y2), to_roi, mask * fade
 
-    def __call__(self, frame: np.ndarray, generated: np.ndarray, placement: Placement) -> np.ndarray:
+    def __call__(self, frame: np.ndarray, generated: np.ndarray, placement: Placement,
+                 visible: np.ndarray | None = None) -> np.ndarray:
+        """``visible``: optional (roi-sized) face-parsing mask, 0 on hair, hands and occluders."""
         o = self.options
+        given = placement
         if generated.shape[0] != placement.size:
             placement = placement.scaled(generated.shape[0] // placement.size)
         roi, to_roi, alpha = self.alpha(frame.shape, generated.shape[0], placement)
+        given.roi = roi
+        if visible is not None and visible.shape == alpha.shape:
+            alpha = alpha * visible
         x1, y1, x2, y2 = roi
         placement.roi = roi
         region = frame[y1:y2, x1:x2]

@@ -57,6 +57,8 @@ class CompositeOptions:
     restore_strength: float = 0.7  # 0: original, 1: fully restored (inside the mouth mask only)
     fidelity: float = 0.7  # CodeFormer's fidelity weight w
     upscaler: Path | None = None  # enhanced: a super-resolution checkpoint applied to the 96 px output
+    parser: Path | None = None  # face-parsing BiSeNet checkpoint (79999_iter.pth): keeps hair, hands, occluders
+    parser_keep_neck: bool = False  # let the new chin extend over the neck
     debug_video: Path | None = None  # write result | mask and landmarks overlay, side by side
     fan_path: Path | None = None  # FAN weights (default: the models folder)
 

@@ -264,6 +264,14 @@ class LipSyncPipeline:
         return self._cached(("landmarks", name, str(path), device),
                             lambda: create_landmark_detector(name, device=device, model_path=path))
 
+    def _parser(self, config: RunConfig, device: str):
+        path = config.composite.parser
+        if path is None or config.mode not in ("improved", "enhanced"):
+            return None
+        from .parsing import FaceParser
+
+        return self._cached(("parser", str(path), device), lambda: FaceParser.from_file(path, device=device))
+
     def _restorer(self, config: RunConfig, device: str):
         if config.mode != "enhanced":
             return None, None
@@ -364,6 +372,7 @@ class LipSyncPipeline:
         dtype = next(model.parameters()).dtype
         detector = self._detector(config, device)
         restorer, upscaler = self._restorer(config, device)
+        parser = self._parser(config, device)
         compositor = make_compositor(config.mode, _blend_options(config))
 
         frame_rate = info.frame_rate if not info.is_image else _fraction(fps)
@@ -415,8 +424,21 @@ class LipSyncPipeline:
                     generated = _generate(model, crops, mels, device, dtype)
                     if upscaler is not None:
                         generated = np.stack(upscaler.upscale(list(generated)))
+                    visible: dict[int, np.ndarray | None] = {}
+                    if parser is not None:  # one batched parsing call for the batch's face regions
+                        from .parsing import KEEP, parsing_masks_for_rois
+
+                        keep = KEEP + ((14,) if comp.parser_keep_neck else ())
+                        size = generated.shape[1]
+                        rois = [compositor.roi(batch[k][0].shape, size, placements[k].scaled(size // img_size))[0]
+                                for k in work]
+                        masks = parsing_masks_for_rois([batch[k][0] for k in work], rois, parser, keep=keep)
+                        visible = dict(zip(work, masks))
                     for k, gen in zip(work, generated):
-                        alphas[k] = compositor(batch[k][0], gen, placements[k])
+                        if parser is not None:
+                            alphas[k] = compositor(batch[k][0], gen, placements[k], visible.get(k))
+                        else:
+                            alphas[k] = compositor(batch[k][0], gen, placements[k])
                     if restorer is not None:
                         from .restoration import restore_regions
 
