@@ -29,6 +29,7 @@ from .errors import Cancelled, InputError, NoFaceError, OutputError, Wav2LipUHQE
 from .faces import create_detector
 from .faces.landmarks import create_landmark_detector
 from .faces.stream import FaceGeometry, FaceTrackStream
+from .faces.track import valid_runs
 from .masks import MaskOptions
 from .video import VideoWriter, iter_frames, probe, read_audio_track, unique_output_path
 
@@ -139,17 +140,9 @@ def silent_frames(wav: np.ndarray, n_frames: int, fps: float, relative_db: float
     speech = np.percentile(levels, 95)
     silent = (levels < speech + relative_db) | (levels < -60.0)
     out = np.zeros(n_frames, bool)
-    i = 0
-    while i < n_frames:
-        if silent[i]:
-            j = i
-            while j < n_frames and silent[j]:
-                j += 1
-            if j - i >= min_run:
-                out[i:j] = True
-            i = j
-        else:
-            i += 1
+    for i, j in valid_runs(silent):
+        if j - i >= min_run:
+            out[i:j] = True
     return out
 
 

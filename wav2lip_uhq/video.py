@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
@@ -232,6 +234,7 @@ class VideoWriter:
         frame_rate: Fraction,
         audio: AudioTrack | None,
         settings: EncodeSettings = EncodeSettings(),
+        background: bool = True,
     ) -> None:
         import av
 
@@ -277,8 +280,41 @@ class VideoWriter:
             self._audio_samples = audio.samples if layout == "mono" else audio.samples[:2]
         self.frames = 0
         self._closed = False
+        self._queue = None
+        self._thread = None
+        self._error: BaseException | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=8)
+            self._thread = threading.Thread(target=self._drain, daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        """Encoder thread: x264 and the muxer run beside the caller's work (PyAV releases the GIL)."""
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            if self._error is None and not self._closed:
+                try:
+                    self._encode(frame)
+                except BaseException as exc:  # reported to the caller on its next call
+                    self._error = exc
 
     def write(self, frame_bgr: np.ndarray) -> None:
+        """Queue (or encode) one frame. The writer owns the array afterwards: do not modify it."""
+        if self._error is not None:
+            raise self._error
+        if self._queue is not None:
+            self._queue.put(frame_bgr)
+        else:
+            self._encode(frame_bgr)
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _encode(self, frame_bgr: np.ndarray) -> None:
         import av
 
         h, w = frame_bgr.shape[:2]
@@ -316,6 +352,9 @@ class VideoWriter:
         if self._closed:
             return self.path
         try:
+            self._stop_thread()
+            if self._error is not None:
+                raise self._error
             self._mux(self.vstream.encode(None))
             if self.astream is not None:
                 self._write_audio_until(None)  # the whole audio, as upstream (no -shortest)
@@ -331,6 +370,7 @@ class VideoWriter:
     def abort(self) -> None:
         """Drop the partial output."""
         self._closed = True
+        self._stop_thread()
         try:
             self.container.close()
         except Exception:  # closing a broken container may fail; the file is removed anyway

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import Wav2LipUHQError
+from .track import valid_runs
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +141,7 @@ def smooth_landmarks(points: np.ndarray, method: str = "savgol", window: int = 7
     if method != "savgol":
         raise ValueError(f"unknown landmark smoothing {method!r}")
     out = points.astype(np.float32).copy()
-    valid = ~np.isnan(points[:, 0, 0])
-    n = len(points)
-    i = 0
-    while i < n:
-        if not valid[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and valid[j]:
-            j += 1
+    for i, j in valid_runs(~np.isnan(points[:, 0, 0])):
         seg = points[i:j].astype(np.float64)
         for t in range(len(seg)):
             half = min(window // 2, t, len(seg) - 1 - t)  # shrink symmetrically at run edges
@@ -157,5 +149,4 @@ def smooth_landmarks(points: np.ndarray, method: str = "savgol", window: int = 7
                 continue
             w = savgol_coefficients(2 * half + 1, min(order, 2 * half))
             out[i + t] = np.tensordot(w, seg[t - half : t + half + 1], axes=(0, 0))
-        i = j
     return out

@@ -73,7 +73,7 @@ def pad_boxes(track: np.ndarray, pads: Sequence[int], width: int, height: int) -
     return out
 
 
-def _segments(valid: np.ndarray):
+def valid_runs(valid: np.ndarray):
     """Runs of consecutive valid frames as (start, stop)."""
     i, n = 0, len(valid)
     while i < n:
@@ -100,7 +100,7 @@ def smooth_track(track: np.ndarray, method: str = "centered", window: int = 5) -
         raise ValueError(f"unknown smoothing {method!r} (choose from {', '.join(SMOOTHING)})")
     out = track.copy()
     valid = ~np.isnan(track[:, 0])
-    for start, stop in _segments(valid):
+    for start, stop in valid_runs(valid):
         seg = track[start:stop].astype(np.float64)
         n = len(seg)
         if method == "upstream":
