@@ -57,12 +57,12 @@ def main() -> None:
         frame[top : top + face.shape[0], left : left + face.shape[1]] = face
         rgb = np.ascontiguousarray(frame[:, :, ::-1])
         box = det.detect([rgb])[0][0, :4]
-        pts = lms.landmarks([rgb], box[None])[0]
+        pts = lms.landmarks([frame], box[None])[0]
         placement = Placement.from_box((int(box[0]), int(box[1]), int(box[2]), int(box[3]) + 10), 96, pts)
         generated = extract_crop(frame, placement)
         stages = {
             "detect (dlib, <=720 px)": timed(lambda: det.detect([rgb])),
-            "landmarks (dlib)": timed(lambda: lms.landmarks([rgb], box[None])),
+            "landmarks (dlib)": timed(lambda: lms.landmarks([frame], box[None])),
             "landmark smoothing": timed(lambda: smooth_landmarks(np.repeat(pts[None], 7, 0))),
             "crop to 96 px": timed(lambda: extract_crop(frame, placement)),
             "generator (per frame, batch 32)": gen_ms,

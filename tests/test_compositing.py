@@ -28,7 +28,7 @@ def astronaut():
 
     rgb = skimage.data.astronaut()
     box = create_detector("dlib").detect([rgb])[0][0, :4]
-    points = create_landmark_detector("dlib").landmarks([rgb], box[None])[0]
+    points = create_landmark_detector("dlib").landmarks([rgb[:, :, ::-1].copy()], box[None])[0]
     return rgb[:, :, ::-1].copy(), box, points
 
 
@@ -132,7 +132,7 @@ def test_landmarks_on_a_moving_face_are_stable_and_track_it():
     det, lm = create_detector("dlib"), create_landmark_detector("dlib")
     rgb = [f[:, :, ::-1].copy() for f in frames]
     boxes = np.stack([d[0, :4] for d in det.detect(rgb)])
-    raw = lm.landmarks(rgb, boxes)
+    raw = lm.landmarks(frames, boxes)
     smooth = smooth_landmarks(raw)
     moved = np.array([ox for _, ox in offsets], float)
     # relative to the true head position the landmarks should stay still

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .refine.base import RefineOptions
 from .video import EncodeSettings
 
-MODES = ("fast", "feather", "improved", "enhanced")
+MODES = ("fast", "feather", "improved", "enhanced", "uhq")
 SILENCE_MODES = ("off", "close", "keep")
 LOOP_MODES = ("forward", "pingpong")
 
@@ -74,6 +75,7 @@ class RunConfig:
     frames: FrameOptions = field(default_factory=FrameOptions)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     composite: CompositeOptions = field(default_factory=CompositeOptions)
+    refine: RefineOptions = field(default_factory=RefineOptions)  # mode "uhq": SD refinement of the mouth
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
     precision: str = "auto"  # "auto" (fp16 on CUDA, bf16 on CPUs that have it except in fast mode), "fp32", "fp16", "bf16"
     batch_size: int = 32  # generator batch (frames held in memory at once)

@@ -246,7 +246,7 @@ class LipSyncPipeline:
         return self._cached(("detector", f.detector, max_size), lambda: create_detector(f.detector, max_size=max_size))
 
     def _landmarks(self, config: RunConfig, device: str):
-        if config.mode not in ("improved", "enhanced") and not config.composite.aligned:
+        if config.mode not in ("improved", "enhanced", "uhq") and not config.composite.aligned:
             return None
         name = config.composite.landmarks
         if name == "auto":  # dlib needs no download; FAN goes with S3FD detection
@@ -259,7 +259,7 @@ class LipSyncPipeline:
 
     def _parser(self, config: RunConfig, device: str):
         path = config.composite.parser
-        if path is None or config.mode not in ("improved", "enhanced"):
+        if path is None or config.mode not in ("improved", "enhanced", "uhq"):
             return None
         from .parsing import FaceParser
 
@@ -278,6 +278,18 @@ class LipSyncPipeline:
         if c.upscaler is not None:
             upscaler = self._cached(("upscaler", str(c.upscaler), device), lambda: Upscaler.from_file(c.upscaler, device=device))
         return restorer, upscaler
+
+    def _refiner(self, config: RunConfig, device: str):
+        """Mode "uhq": the diffusers refiner (SD checkpoint + ControlNets), kept between runs."""
+        if config.mode != "uhq":
+            return None
+        from .refine import create_refiner
+
+        r = config.refine
+        files = [r.checkpoint] + [c.model for c in r.controlnets] + [p for p, _ in r.loras] + list(r.embeddings)
+        stamp = tuple(Path(f).stat().st_mtime if f is not None and Path(f).exists() else None for f in files)
+        key = ("refiner", repr(r), stamp, device)
+        return self._cached(key, lambda: create_refiner(r, device))
 
     # -- one frame, for the UI ----------------------------------------------------------------
     def preview(self, config: RunConfig, frame_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -300,11 +312,11 @@ class LipSyncPipeline:
         model = self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
         track = self._make_track(config, device, frame.shape[1], frame.shape[0])
         rgb = np.ascontiguousarray(frame[:, :, ::-1])
-        track.add(self._detector(config, device).detect([rgb]), [rgb])
+        track.add(self._detector(config, device).detect([rgb]), [frame])
         geo = next(track.ready(end=True))[1]
         if not geo.valid:
             raise NoFaceError(f"{config.face}: no face in frame {src_index}")
-        compositor = make_compositor(config.mode, _blend_options(config))
+        compositor = make_compositor(_composite_mode(config.mode), _blend_options(config))
         placement = _placement(geo, model.img_size, frame_index, config.composite.aligned)
         crop = extract_crop(frame, placement)
         generated = _generate(model, crop[None], windows[frame_index][None], device, next(model.parameters()).dtype)[0]
@@ -366,7 +378,12 @@ class LipSyncPipeline:
         detector = self._detector(config, device)
         restorer, upscaler = self._restorer(config, device)
         parser = self._parser(config, device)
-        compositor = make_compositor(config.mode, _blend_options(config))
+        compositor = make_compositor(_composite_mode(config.mode), _blend_options(config))
+        refiner = None
+        if config.mode == "uhq":
+            from .refine import RefineSession
+
+            refiner = RefineSession(self._refiner(config, device), self._landmarks(config, device))
 
         frame_rate = info.frame_rate if not info.is_image else _fraction(fps)
         first = preprocess_frame(next(iter_frames(config.face, limit=1)), config.frames)
@@ -438,6 +455,15 @@ class LipSyncPipeline:
                         done = [k for k in work if alphas[k] is not None]
                         restore_regions([batch[k][0] for k in done], [placements[k].roi for k in done],
                                         [alphas[k] for k in done], restorer, comp.restore_strength)
+                    if refiner is not None:  # one batched diffusion call for the batch's mouth crops
+                        from .refine import FrameJob
+
+                        jobs = [FrameJob(batch[k][0], alphas[k], placements[k].roi, placements[k].landmarks, batch[k][2])
+                                for k in work if alphas[k] is not None]
+                        start = stats["written"]
+                        refiner.refine(jobs, [placements[k].box for k in work if alphas[k] is not None],
+                                       lambda d, t: report("refining", start + round(d * len(batch) / max(t, 1)), n_out),
+                                       cancelled)
                 for k, (frame, _, _) in enumerate(batch):
                     writer.write(frame)
                     if debug_writer is not None:
@@ -467,11 +493,14 @@ class LipSyncPipeline:
 
             def track_batch(frames_bgr: list[np.ndarray]):
                 start = len(tracker.raw)
-                need_rgb = cached_dets is None or (tracker.landmark_detector is not None and cached_lms is None)
-                rgb = [np.ascontiguousarray(f[:, :, ::-1]) for f in frames_bgr] if need_rgb else None
-                dets = cached_dets[start : start + len(frames_bgr)] if cached_dets is not None else detector.detect(rgb)
+                if cached_dets is not None:
+                    dets = cached_dets[start : start + len(frames_bgr)]
+                elif config.faces.box is not None:
+                    dets = detector.detect(frames_bgr)  # a fixed box reads no pixels
+                else:
+                    dets = detector.detect([np.ascontiguousarray(f[:, :, ::-1]) for f in frames_bgr])
                 lms = cached_lms[start : start + len(frames_bgr)] if cached_lms is not None else None
-                tracker.add(dets, rgb, lms)
+                tracker.add(dets, frames_bgr, lms)
 
             def drain(end: bool = False):
                 for j, geo in tracker.ready(end):
@@ -544,6 +573,10 @@ class LipSyncPipeline:
         if stats["no_face"]:
             log.warning("%d of %d frames had no face and were left unchanged", stats["no_face"], n_out)
         return RunResult(out, n_out, stats["no_face"], fps, cached_dets is not None, int(silent.sum()), timings)
+
+
+def _composite_mode(mode: str) -> str:
+    return "improved" if mode == "uhq" else mode  # uhq composites like improved, then refines
 
 
 def _blend_options(config: RunConfig) -> BlendOptions:

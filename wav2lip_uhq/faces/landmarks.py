@@ -29,8 +29,9 @@ class LandmarkDetector(ABC):
         return {"landmarks": self.name}
 
     @abstractmethod
-    def landmarks(self, frames_rgb: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
-        """(N, 68, 2) points for one box (x1, y1, x2, y2) per frame; NaN rows for NaN boxes."""
+    def landmarks(self, frames_bgr: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+        """(N, 68, 2) points for one box (x1, y1, x2, y2) per BGR frame; NaN rows for NaN boxes.
+        Only the face region is converted and read, never the whole frame."""
 
 
 class DlibLandmarks(LandmarkDetector):
@@ -44,17 +45,23 @@ class DlibLandmarks(LandmarkDetector):
         self._predictor = dlib.shape_predictor(str(dlib_model_path()))
         self._dlib = dlib
 
-    def landmarks(self, frames_rgb, boxes):
-        out = np.full((len(frames_rgb), 68, 2), np.nan, np.float32)
-        for i, (frame, box) in enumerate(zip(frames_rgb, boxes)):
+    def landmarks(self, frames_bgr, boxes):
+        import cv2
+
+        out = np.full((len(frames_bgr), 68, 2), np.nan, np.float32)
+        for i, (frame, box) in enumerate(zip(frames_bgr, boxes)):
             if np.isnan(box[0]):
                 continue
             # dlib's predictor was trained on its HOG boxes (brows to lip-chin): shrink ours to that.
             x1, y1, x2, y2 = (float(v) for v in box[:4])
-            h = y2 - y1
-            rect = self._dlib.rectangle(int(x1), int(y1 + 0.2 * h), int(x2), int(y2))
-            shape = self._predictor(np.ascontiguousarray(frame), rect)
-            out[i] = [(p.x, p.y) for p in shape.parts()]
+            h, w = y2 - y1, x2 - x1
+            # the face region with a margin, in RGB (dlib's order)
+            cx1, cy1 = max(0, int(x1 - 0.25 * w)), max(0, int(y1 - 0.25 * h))
+            cx2, cy2 = min(frame.shape[1], int(x2 + 0.25 * w)), min(frame.shape[0], int(y2 + 0.25 * h))
+            region = cv2.cvtColor(frame[cy1:cy2, cx1:cx2], cv2.COLOR_BGR2RGB)
+            rect = self._dlib.rectangle(int(x1) - cx1, int(y1 + 0.2 * h) - cy1, int(x2) - cx1, int(y2) - cy1)
+            shape = self._predictor(region, rect)
+            out[i] = [(p.x + cx1, p.y + cy1) for p in shape.parts()]
         return out
 
 
@@ -86,11 +93,11 @@ class FANLandmarks(LandmarkDetector):
         self.net = net.eval().to(device)
         self.device, self.batch_size = device, batch_size
 
-    def landmarks(self, frames_rgb, boxes):
+    def landmarks(self, frames_bgr, boxes):
         import torch
         from face_alignment.utils import crop, get_preds_fromhm
 
-        out = np.full((len(frames_rgb), 68, 2), np.nan, np.float32)
+        out = np.full((len(frames_bgr), 68, 2), np.nan, np.float32)
         todo = [i for i, b in enumerate(boxes) if not np.isnan(b[0])]
         for start in range(0, len(todo), self.batch_size):
             idx = todo[start : start + self.batch_size]
@@ -99,7 +106,8 @@ class FANLandmarks(LandmarkDetector):
                 x1, y1, x2, y2 = (float(v) for v in boxes[i][:4])
                 center = np.array([(x1 + x2) / 2, (y1 + y2) / 2 - (y2 - y1) * 0.12])
                 scale = ((x2 - x1) + (y2 - y1)) / 195.0
-                crops.append(crop(frames_rgb[i], center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0)
+                rgb = crop(frames_bgr[i], center, scale)[:, :, ::-1]  # 256x256 crop, then BGR -> RGB
+                crops.append(rgb.transpose(2, 0, 1).astype(np.float32) / 255.0)
                 geo.append((center, scale))
             with torch.inference_mode():
                 heat = self.net(torch.from_numpy(np.stack(crops)).to(self.device))

@@ -57,9 +57,9 @@ class FaceTrackStream:
         self.raw_landmarks = np.zeros((0, 68, 2), np.float32)
         self.final: list[FaceGeometry] = []
 
-    def add(self, detections: list[np.ndarray], frames_rgb: Sequence[np.ndarray] | None = None,
+    def add(self, detections: list[np.ndarray], frames_bgr: Sequence[np.ndarray] | None = None,
             landmarks: np.ndarray | None = None) -> None:
-        """Append a batch of frames' detections; landmarks are computed from ``frames_rgb``
+        """Append a batch of frames' detections; landmarks are computed from ``frames_bgr``
         unless given (from the cache)."""
         start = len(self.raw)
         self.raw.extend(detections)
@@ -76,7 +76,7 @@ class FaceTrackStream:
         self.padded = np.concatenate([self.padded, padded])
         if self.landmark_detector is not None:
             if landmarks is None:
-                landmarks = self.landmark_detector.landmarks(frames_rgb, selected)
+                landmarks = self.landmark_detector.landmarks(frames_bgr, selected)
             self.raw_landmarks = np.concatenate([self.raw_landmarks, landmarks.astype(np.float32)])
 
     def _seed(self) -> np.ndarray:

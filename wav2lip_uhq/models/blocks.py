@@ -28,12 +28,15 @@ class Conv2d(nn.Module):
             nn.Conv2d(cin, cout, kernel_size, stride, padding), nn.BatchNorm2d(cout)
         )
         self.act = _activation(act)
+        self.act_ = _activation(act, inplace=True)
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_block(x)
         if self.residual:
             out = out + x
+        if not torch.is_grad_enabled():  # inference: activate in place, no extra tensor per layer
+            return self.act_(out)
         return self.act(out)
 
 
@@ -64,11 +67,11 @@ class NoNormConv2d(nn.Module):
         return self.act(self.conv_block(x))
 
 
-def _activation(name: str) -> nn.Module:
+def _activation(name: str, inplace: bool = False) -> nn.Module:
     if name == "relu":
-        return nn.ReLU()
+        return nn.ReLU(inplace)
     if name == "leaky":
-        return nn.LeakyReLU(0.2)
+        return nn.LeakyReLU(0.2, inplace)
     raise ValueError(f"unknown activation {name!r}")
 
 
