@@ -89,3 +89,44 @@ def test_s3fd_backend_runs_with_local_weights(tmp_path):
     frames = [np.zeros((256, 256, 3), np.uint8)] * 3
     out = det.detect(frames)
     assert len(out) == 3 and all(o.shape[1] == 5 for o in out)
+
+
+def test_fan_landmark_backend_with_local_weights(tmp_path):
+    """The FAN backend loads a plain state dict (the released .pth.tar layout) and maps heatmap
+    peaks back into frame coordinates inside the face box."""
+    torch = pytest.importorskip("torch")
+    from face_alignment.models.fan import FAN
+
+    from wav2lip_uhq.faces.landmarks import create_landmark_detector
+
+    torch.manual_seed(0)
+    path = tmp_path / "2DFAN4-11f355bf06.pth.tar"
+    torch.save(FAN(1).state_dict(), path)
+    det = create_landmark_detector("fan", model_path=path)
+    frames = [np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)] * 2
+    boxes = np.array([[100, 60, 200, 180], [np.nan] * 4], np.float32)
+    pts = det.landmarks(frames, boxes)
+    assert pts.shape == (2, 68, 2) and np.isnan(pts[1]).all()
+    # every point lies in FAN's crop: 200 * (w + h) / 195 px around the box centre, raised by 0.12 h
+    half = 200 * (100 + 120) / 195 / 2 + 1
+    cx, cy = 150, 120 - 0.12 * 120
+    assert np.all(np.abs(pts[0, :, 0] - cx) <= half) and np.all(np.abs(pts[0, :, 1] - cy) <= half)
+    assert np.ptp(pts[0, :, 0]) > 20  # not collapsed onto one point
+    with pytest.raises(Exception, match="not found|FAN"):
+        create_landmark_detector("fan", model_path=tmp_path / "missing.pth.tar")
+
+
+def test_fan_heatmap_decoding_finds_planted_peaks():
+    from wav2lip_uhq.faces.landmarks import fan_crop_matrix, heatmap_peaks
+
+    heat = np.zeros((68, 64, 64), np.float32)
+    for k in range(68):
+        x, y = 5 + (k * 7) % 54, 6 + (k * 3) % 50
+        heat[k, y, x] = 1.0
+        heat[k, y, x + 1] = 0.5  # the right neighbour is higher: a quarter pixel to the right
+    pts = heatmap_peaks(heat)
+    k = 10
+    assert np.allclose(pts[k], [5 + (k * 7) % 54 + 0.75, 6 + (k * 3) % 50 + 0.5])
+    m = fan_crop_matrix((100, 60, 200, 180))
+    centre = m @ np.array([150, 120 - 0.12 * 120, 1.0])
+    assert np.allclose(centre, [128, 128])

@@ -94,29 +94,53 @@ class FANLandmarks(LandmarkDetector):
         self.device, self.batch_size = device, batch_size
 
     def landmarks(self, frames_bgr, boxes):
+        import cv2
         import torch
-        from face_alignment.utils import crop, get_preds_fromhm
 
         out = np.full((len(frames_bgr), 68, 2), np.nan, np.float32)
         todo = [i for i, b in enumerate(boxes) if not np.isnan(b[0])]
         for start in range(0, len(todo), self.batch_size):
             idx = todo[start : start + self.batch_size]
-            crops, geo = [], []
+            crops, mats = [], []
             for i in idx:
-                x1, y1, x2, y2 = (float(v) for v in boxes[i][:4])
-                center = np.array([(x1 + x2) / 2, (y1 + y2) / 2 - (y2 - y1) * 0.12])
-                scale = ((x2 - x1) + (y2 - y1)) / 195.0
-                rgb = crop(frames_bgr[i], center, scale)[:, :, ::-1]  # 256x256 crop, then BGR -> RGB
-                crops.append(rgb.transpose(2, 0, 1).astype(np.float32) / 255.0)
-                geo.append((center, scale))
+                m = fan_crop_matrix(boxes[i][:4])
+                crop = cv2.warpAffine(frames_bgr[i], m, (256, 256), flags=cv2.INTER_LINEAR)
+                crops.append(crop[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0)  # RGB, CHW
+                mats.append(m)
             with torch.inference_mode():
                 heat = self.net(torch.from_numpy(np.stack(crops)).to(self.device))
                 heat = (heat[-1] if isinstance(heat, (list, tuple)) else heat).float().cpu().numpy()
             for k, i in enumerate(idx):
-                center, scale = geo[k]
-                _, pts, _ = get_preds_fromhm(heat[k : k + 1], center, scale)
-                out[i] = pts[0]
+                pts = heatmap_peaks(heat[k]) * 4.0  # 64x64 heatmaps over the 256x256 crop
+                inv = cv2.invertAffineTransform(mats[k])
+                out[i] = pts @ inv[:, :2].T + inv[:, 2]
         return out
+
+
+def fan_crop_matrix(box) -> np.ndarray:
+    """Frame -> 256x256 FAN input: face-alignment's framing (centre raised by 0.12 of the box
+    height, side 200 * (w + h) / 195 pixels)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 - (y2 - y1) * 0.12
+    side = 200.0 * ((x2 - x1) + (y2 - y1)) / 195.0
+    s = 256.0 / side
+    return np.array([[s, 0, 128 - s * cx], [0, s, 128 - s * cy]], np.float64)
+
+
+def heatmap_peaks(heat: np.ndarray) -> np.ndarray:
+    """(68, 2) sub-pixel peaks of (68, 64, 64) heatmaps: the argmax moved a quarter pixel toward
+    the higher neighbour, at pixel centres (face-alignment's decoding, vectorised)."""
+    n, h, w = heat.shape
+    flat = heat.reshape(n, -1).argmax(1)
+    y, x = np.divmod(flat, w)
+    pts = np.stack([x, y], 1).astype(np.float64)
+    inner = (x > 0) & (x < w - 1) & (y > 0) & (y < h - 1)
+    j = np.arange(n)[inner]
+    xi, yi = x[inner], y[inner]
+    dx = heat[j, yi, xi + 1] - heat[j, yi, xi - 1]
+    dy = heat[j, yi + 1, xi] - heat[j, yi - 1, xi]
+    pts[inner] += 0.25 * np.stack([np.sign(dx), np.sign(dy)], 1)
+    return pts + 0.5
 
 
 def create_landmark_detector(name: str, device: str = "cpu", model_path: str | Path | None = None) -> LandmarkDetector:
