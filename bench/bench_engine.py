@@ -142,7 +142,7 @@ def main() -> None:
             v, a, c, b = make_inputs(work, secs, 1080)
             rows.append((f"{secs}s 1080p", spawn("ours-improved", v, a, c, b, work / f"m{secs}.mp4")))
     print(f"\nCPU: {os.cpu_count()} cores, torch threads = cores; fixed box, wav2lip_96 (rule-filled weights)\n")
-    print(f"| input | run | frames | seconds | frames/s | peak RSS (MiB) |")
+    print("| input | run | frames | seconds | frames/s | peak RSS (MiB) |")
     print("|---|---|---:|---:|---:|---:|")
     for label, r in rows:
         print(f"| {label} | {r['kind']} | {r['frames']} | {r['seconds']:.1f} | {r['fps']:.1f} | {r['peak_mib']:.0f} |")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 
 from wav2lip_uhq.cli import EXAMPLES, main
 from wav2lip_uhq.video import iter_frames, probe, read_audio_track

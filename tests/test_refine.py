@@ -18,9 +18,9 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from wav2lip_uhq.refine import ControlSpec, FrameJob, RefineOptions, RefineSession  # noqa: E402
-from wav2lip_uhq.refine.base import CropBox, extract_square, mouth_box, paste_square  # noqa: E402
-from wav2lip_uhq.refine.consistency import cavity_opening  # noqa: E402
+from wav2lip_uhq.refine import ControlSpec, FrameJob, RefineOptions, RefineSession
+from wav2lip_uhq.refine.base import CropBox, extract_square, mouth_box, paste_square
+from wav2lip_uhq.refine.consistency import cavity_opening
 
 SIZE = 64
 

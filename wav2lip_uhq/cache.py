@@ -45,7 +45,9 @@ class ArrayCache:
 
     @staticmethod
     def key(content_digest: str, settings: dict) -> str:
-        blob = json.dumps({"v": CACHE_VERSION, "content": content_digest, "settings": settings}, sort_keys=True)
+        blob = json.dumps(
+            {"v": CACHE_VERSION, "content": content_digest, "settings": settings}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def _path(self, key: str) -> Path:
@@ -90,7 +92,13 @@ class DetectionCache(ArrayCache):
         if arrays is None:
             return None
         counts, boxes = arrays.get("counts"), arrays.get("boxes")
-        if counts is None or boxes is None or boxes.ndim != 2 or boxes.shape[1] != 5 or counts.sum() != len(boxes):
+        if (
+            counts is None
+            or boxes is None
+            or boxes.ndim != 2
+            or boxes.shape[1] != 5
+            or counts.sum() != len(boxes)
+        ):
             log.warning("discarding inconsistent detection cache entry %s", key)
             self._path(key).unlink(missing_ok=True)
             return None

@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="output file (default: a new name in ./results)")
     r.add_argument(
         "--mode",
-        choices=("fast", "feather"),
+        choices=("fast", "feather", "uhq"),
         default="feather",
-        help="fast: upstream's hard box paste; feather (default): blended lower face",
+        help="fast: upstream's hard box paste; feather (default): blended lower face; uhq: + SD refinement",
     )
     g = r.add_argument_group("faces")
     g.add_argument(
@@ -79,26 +79,108 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--pingpong", action="store_true", help="same as --loop pingpong")
     k = r.add_argument_group("compositing (improved / enhanced)")
-    k.add_argument("--landmarks", choices=("auto", "fan", "dlib"), default="auto",
-                   help="68-point landmarks: fan (with s3fd) or dlib (offline); auto picks by detector")
-    k.add_argument("--mask-region", choices=("lower_face", "mouth"), default="lower_face",
-                   help="lower_face: lips, chin, lower cheeks (default); mouth: lips and around")
-    k.add_argument("--mask-dilate", type=float, default=0.0, help="grow (+) / shrink (-) the mask, fraction of face width")
+    k.add_argument(
+        "--landmarks",
+        choices=("auto", "fan", "dlib"),
+        default="auto",
+        help="68-point landmarks: fan (with s3fd) or dlib (offline); auto picks by detector",
+    )
+    k.add_argument(
+        "--mask-region",
+        choices=("lower_face", "mouth"),
+        default="lower_face",
+        help="lower_face: lips, chin, lower cheeks (default); mouth: lips and around",
+    )
+    k.add_argument(
+        "--mask-dilate",
+        type=float,
+        default=0.0,
+        help="grow (+) / shrink (-) the mask, fraction of face width",
+    )
     k.add_argument("--mask-feather", type=float, default=0.12, help="soft edge width, fraction of face width")
     k.add_argument("--no-colour-match", action="store_true", help="keep the generator's colours")
     k.add_argument("--sharpen", type=float, default=0.0, help="unsharp amount for the new mouth (e.g. 0.5)")
     k.add_argument("--regrain", action="store_true", help="add the original's grain to the new mouth")
     k.add_argument("--blend", choices=("alpha", "laplacian", "poisson"), default="alpha")
     k.add_argument("--aligned", action="store_true", help="rotate tilted heads upright for the generator")
-    k.add_argument("--silence", choices=("off", "close", "keep"), default="off",
-                   help="where the audio is silent: close the mouth, or keep the original frame")
-    k.add_argument("--restorer", type=Path, help="enhanced: GFPGAN/CodeFormer/RestoreFormer checkpoint (default GFPGANv1.4)")
+    k.add_argument(
+        "--silence",
+        choices=("off", "close", "keep"),
+        default="off",
+        help="where the audio is silent: close the mouth, or keep the original frame",
+    )
+    k.add_argument(
+        "--restorer",
+        type=Path,
+        help="enhanced: GFPGAN/CodeFormer/RestoreFormer checkpoint (default GFPGANv1.4)",
+    )
     k.add_argument("--restore-strength", type=float, default=0.7, help="0: original .. 1: fully restored")
     k.add_argument("--fidelity", type=float, default=0.7, help="CodeFormer fidelity weight")
     k.add_argument("--upscaler", type=Path, help="enhanced: super-resolution checkpoint for the 96 px output")
-    k.add_argument("--parser", type=Path, help="face-parsing BiSeNet checkpoint (79999_iter.pth): never paint over hair, hands, occluders")
-    k.add_argument("--parser-keep-neck", action="store_true", help="with --parser: let the new chin extend over the neck")
-    k.add_argument("--debug-video", type=Path, help="also write result | mask+landmarks overlay, side by side")
+    k.add_argument(
+        "--parser",
+        type=Path,
+        help="face-parsing BiSeNet checkpoint (79999_iter.pth): never paint over hair, hands, occluders",
+    )
+    k.add_argument(
+        "--parser-keep-neck", action="store_true", help="with --parser: let the new chin extend over the neck"
+    )
+    k.add_argument(
+        "--debug-video", type=Path, help="also write result | mask+landmarks overlay, side by side"
+    )
+    s = r.add_argument_group("refinement (uhq)")
+    s.add_argument(
+        "--sd-checkpoint",
+        type=Path,
+        help="SD 1.5-family checkpoint: .safetensors/.ckpt or a diffusers folder",
+    )
+    s.add_argument(
+        "--sd-config",
+        type=Path,
+        help="diffusers-layout configs + tokenizer for a single-file checkpoint (offline)",
+    )
+    s.add_argument(
+        "--controlnet",
+        action="append",
+        default=[],
+        metavar="MODEL[:PRE[:WEIGHT[:START:END]]]",
+        help="ControlNet file/folder, preprocessor (canny, lineart, tile, mediapipe_face, none), weight, "
+        "guidance start/end; repeatable",
+    )
+    s.add_argument("--prompt", help="refinement prompt (default: a mouth/teeth prompt)")
+    s.add_argument("--negative-prompt", help="negative prompt")
+    s.add_argument("--denoise", type=float, default=0.3, help="img2img strength (default 0.3)")
+    s.add_argument(
+        "--steps", type=int, default=20, help="sampler steps; about steps x denoise run (default 20)"
+    )
+    s.add_argument(
+        "--cfg", type=float, default=5.0, help="classifier-free guidance (default 5; 1-2 for LCM/turbo)"
+    )
+    s.add_argument(
+        "--sampler",
+        default="dpm++_2m_karras",
+        help="ddim, euler, euler_a, dpm++_2m, dpm++_2m_karras, unipc, lcm, turbo",
+    )
+    s.add_argument("--seed", type=int, default=1234, help="one seed for every frame (default 1234)")
+    s.add_argument(
+        "--refine-size", type=int, default=512, help="working size of the mouth crop (default 512)"
+    )
+    s.add_argument("--refine-every", type=int, default=1, help="refine every N-th frame, interpolate between")
+    s.add_argument("--refine-batch", type=int, default=8, help="mouth crops per diffusion call (default 8)")
+    s.add_argument(
+        "--temporal-blend", type=float, default=0.0, help="0..1: blend of the previous frame's refinement"
+    )
+    s.add_argument(
+        "--sync-tolerance", type=float, default=0.12, help="max mouth-opening change / mouth width (<0: off)"
+    )
+    s.add_argument(
+        "--lora", action="append", default=[], metavar="FILE[:WEIGHT]", help="LoRA file; repeatable"
+    )
+    s.add_argument(
+        "--embedding", action="append", default=[], metavar="FILE", help="textual inversion; repeatable"
+    )
+    s.add_argument("--attention-slicing", action="store_true", help="less GPU memory, slower")
+    s.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA; small GPUs)")
     o = r.add_argument_group("output")
     o.add_argument(
         "--crf", type=int, default=16, help="H.264 quality, lower is better (default 16: visually lossless)"
@@ -107,8 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--lossless", action="store_true", help="exact RGB frames: FFV1 + FLAC in .mkv")
     c = r.add_argument_group("compute")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    c.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                   help="generator precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16 (not in fast mode)")
+    c.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="generator precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16 (not in fast mode)",
+    )
     c.add_argument("--batch-size", type=int, default=32, help="generator batch size")
     c.add_argument(
         "--models-dir",
@@ -174,6 +260,48 @@ def _download_bar(quiet: bool):
     return update
 
 
+def _refine_options(args):
+    from .refine import DEFAULT_NEGATIVE, DEFAULT_PROMPT, ControlSpec, RefineOptions
+
+    nets = []
+    for spec in args.controlnet:
+        model, *rest = spec.rsplit(":", 4) if spec.count(":") <= 4 else [spec]
+        while rest and not Path(model).exists() and Path(f"{model}:{rest[0]}").exists():  # a ':' in the path
+            model = f"{model}:{rest.pop(0)}"
+        pre = rest[0] if rest else "canny"
+        nums = [float(x) for x in rest[1:]]
+        nets.append(
+            ControlSpec(model, pre, *(nums[:1] or [1.0]), *(nums[1:3] if len(nums) >= 3 else (0.0, 1.0)))
+        )
+    loras = []
+    for spec in args.lora:
+        path, _, weight = (
+            spec.rpartition(":") if spec.rpartition(":")[2].replace(".", "", 1).isdigit() else (spec, "", "1")
+        )
+        loras.append((path, float(weight)))
+    return RefineOptions(
+        checkpoint=args.sd_checkpoint,
+        config_dir=args.sd_config,
+        controlnets=tuple(nets),
+        prompt=args.prompt or DEFAULT_PROMPT,
+        negative_prompt=args.negative_prompt or DEFAULT_NEGATIVE,
+        denoise=args.denoise,
+        steps=args.steps,
+        cfg=args.cfg,
+        sampler=args.sampler,
+        seed=args.seed,
+        size=args.refine_size,
+        every=args.refine_every,
+        batch_size=args.refine_batch,
+        temporal_blend=args.temporal_blend,
+        sync_tolerance=None if args.sync_tolerance < 0 else args.sync_tolerance,
+        loras=tuple(loras),
+        embeddings=tuple(args.embedding),
+        attention_slicing=args.attention_slicing,
+        cpu_offload=args.cpu_offload,
+    )
+
+
 def cmd_run(args) -> int:
     from .checkpoints import resolve_checkpoint
     from .config import CompositeOptions, FaceOptions, FrameOptions, RunConfig
@@ -222,6 +350,7 @@ def cmd_run(args) -> int:
             parser_keep_neck=args.parser_keep_neck,
             debug_video=args.debug_video,
         ),
+        refine=_refine_options(args),
         device=args.device,
         precision=args.precision,
         batch_size=args.batch_size,

@@ -66,8 +66,13 @@ def extract_crop(frame: np.ndarray, placement: Placement) -> np.ndarray:
     x1, y1, x2, y2 = placement.box
     if placement.axis_aligned:
         return cv2.resize(frame[y1:y2, x1:x2], (placement.size, placement.size))
-    return cv2.warpAffine(frame, placement.matrix, (placement.size, placement.size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        frame,
+        placement.matrix,
+        (placement.size, placement.size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def eye_angle(landmarks: np.ndarray) -> float:
@@ -95,7 +100,9 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def feather_mask(height: int, width: int, top: float = 0.42, ramp: float = 0.16, edge: float = 0.12) -> np.ndarray:
+def feather_mask(
+    height: int, width: int, top: float = 0.42, ramp: float = 0.16, edge: float = 0.12
+) -> np.ndarray:
     """(H, W) float32 weights for the lower face: 0 above ``top``, rising smoothly over ``ramp``
     of the box height, and fading to 0 at the left, right and bottom edges over ``edge``."""
     ys = (np.arange(height, dtype=np.float32) + 0.5) / height
@@ -225,7 +232,9 @@ class MaskBlend:
         return self._fades[size]
 
     @staticmethod
-    def roi(frame_shape, generated_size: int, placement: Placement) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    def roi(
+        frame_shape, generated_size: int, placement: Placement
+    ) -> tuple[tuple[int, int, int, int], np.ndarray]:
         """(roi, crop->roi matrix): the frame rectangle the generated crop covers."""
         inv = cv2.invertAffineTransform(placement.matrix)
         s = generated_size
@@ -238,19 +247,30 @@ class MaskBlend:
         to_roi[:, 2] -= (x1, y1)
         return (x1, y1, x2, y2), to_roi
 
-    def alpha(self, frame_shape, generated_size: int, placement: Placement) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+    def alpha(
+        self, frame_shape, generated_size: int, placement: Placement
+    ) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
         """(roi, crop->roi matrix, alpha over the roi) for a placement."""
         (x1, y1, x2, y2), to_roi = self.roi(frame_shape, generated_size, placement)
         s = generated_size
-        fade = cv2.warpAffine(self._fade(s), to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderValue=0)
+        fade = cv2.warpAffine(
+            self._fade(s), to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderValue=0
+        )
         if placement.landmarks is not None:
             mask = landmark_mask(placement.landmarks, (y2 - y1, x2 - x1), self.options.mask, offset=(x1, y1))
         else:  # no landmarks (e.g. a fixed box): the feathered lower-face rectangle, warped
-            mask = cv2.warpAffine(feather_mask(s, s), to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderValue=0)
+            mask = cv2.warpAffine(
+                feather_mask(s, s), to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderValue=0
+            )
         return (x1, y1, x2, y2), to_roi, mask * fade
 
-    def __call__(self, frame: np.ndarray, generated: np.ndarray, placement: Placement,
-                 visible: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self,
+        frame: np.ndarray,
+        generated: np.ndarray,
+        placement: Placement,
+        visible: np.ndarray | None = None,
+    ) -> np.ndarray:
         """``visible``: optional (roi-sized) face-parsing mask, 0 on hair, hands and occluders."""
         o = self.options
         given = placement
@@ -265,7 +285,9 @@ class MaskBlend:
         region = frame[y1:y2, x1:x2]
         if x2 <= x1 or y2 <= y1 or not alpha.any():
             return alpha
-        up = cv2.warpAffine(generated, to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        up = cv2.warpAffine(
+            generated, to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+        )
         if o.colour_match:
             up = match_colour(up, region, alpha)
         up = sharpen(up, o.sharpen)
@@ -277,7 +299,13 @@ class MaskBlend:
         elif o.blend == "poisson":
             inside = (alpha > 0.5).astype(np.uint8) * 255
             ys, xs = np.nonzero(inside)
-            if len(xs) > 16 and xs.min() > 0 and ys.min() > 0 and xs.max() < inside.shape[1] - 1 and ys.max() < inside.shape[0] - 1:
+            if (
+                len(xs) > 16
+                and xs.min() > 0
+                and ys.min() > 0
+                and xs.max() < inside.shape[1] - 1
+                and ys.max() < inside.shape[0] - 1
+            ):
                 centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
                 up = cv2.seamlessClone(up, np.ascontiguousarray(region), inside, centre, cv2.NORMAL_CLONE)
         frame[y1:y2, x1:x2] = _alpha_blend(region, up, alpha)

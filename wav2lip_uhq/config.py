@@ -58,7 +58,9 @@ class CompositeOptions:
     restore_strength: float = 0.7  # 0: original, 1: fully restored (inside the mouth mask only)
     fidelity: float = 0.7  # CodeFormer's fidelity weight w
     upscaler: Path | None = None  # enhanced: a super-resolution checkpoint applied to the 96 px output
-    parser: Path | None = None  # face-parsing BiSeNet checkpoint (79999_iter.pth): keeps hair, hands, occluders
+    parser: Path | None = (
+        None  # face-parsing BiSeNet checkpoint (79999_iter.pth): keeps hair, hands, occluders
+    )
     parser_keep_neck: bool = False  # let the new chin extend over the neck
     debug_video: Path | None = None  # write result | mask and landmarks overlay, side by side
     fan_path: Path | None = None  # FAN weights (default: the models folder)
@@ -77,7 +79,9 @@ class RunConfig:
     composite: CompositeOptions = field(default_factory=CompositeOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)  # mode "uhq": SD refinement of the mouth
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
-    precision: str = "auto"  # "auto" (fp16 on CUDA, bf16 on CPUs that have it except in fast mode), "fp32", "fp16", "bf16"
+    precision: str = (
+        "auto"  # "auto" (fp16 on CUDA, bf16 on CPUs that have it except in fast mode), "fp32", "fp16", "bf16"
+    )
     batch_size: int = 32  # generator batch (frames held in memory at once)
     models_dir: Path | None = None
     cache_dir: Path | None = None  # None: ~/.cache/wav2lip-uhq; detection results live here
@@ -94,7 +98,9 @@ class RunConfig:
         if self.frames.loop not in LOOP_MODES:
             raise ValueError(f"unknown loop mode {self.frames.loop!r} (choose from {', '.join(LOOP_MODES)})")
         if self.composite.silence not in SILENCE_MODES:
-            raise ValueError(f"unknown silence mode {self.composite.silence!r} (choose from {', '.join(SILENCE_MODES)})")
+            raise ValueError(
+                f"unknown silence mode {self.composite.silence!r} (choose from {', '.join(SILENCE_MODES)})"
+            )
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if self.frames.resize_factor < 1:

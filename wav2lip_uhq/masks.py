@@ -39,7 +39,9 @@ def region_polygon(points: np.ndarray, options: MaskOptions) -> np.ndarray:
         # jaw from the lower left cheek around the chin to the lower right cheek, closed under the nose
         jaw = points[2:15]
         nose = points[NOSE_BASE][::-1]
-        nose = nose - 0.3 * (points[33] - points[30])[None]  # a little above the nostrils: all of the upper lip
+        nose = (
+            nose - 0.3 * (points[33] - points[30])[None]
+        )  # a little above the nostrils: all of the upper lip
         return np.concatenate([jaw, nose]).astype(np.float32)
     if options.region == "mouth":
         lips = points[MOUTH]
@@ -50,13 +52,20 @@ def region_polygon(points: np.ndarray, options: MaskOptions) -> np.ndarray:
         norm = np.linalg.norm(direction, axis=1, keepdims=True) + 1e-6
         grown = hull + direction / norm * options.mouth_margin * width
         # extend toward the chin: the jaw moves with the mouth
-        grown[:, 1] = np.where(grown[:, 1] > centre[1], grown[:, 1] + 0.25 * (points[8, 1] - centre[1]), grown[:, 1])
+        grown[:, 1] = np.where(
+            grown[:, 1] > centre[1], grown[:, 1] + 0.25 * (points[8, 1] - centre[1]), grown[:, 1]
+        )
         return grown.astype(np.float32)
     raise ValueError(f"unknown mask region {options.region!r} (choose from {', '.join(MASK_REGIONS)})")
 
 
-def landmark_mask(points: np.ndarray, shape: tuple[int, int], options: MaskOptions = MaskOptions(),
-                  offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> np.ndarray:
+def landmark_mask(
+    points: np.ndarray,
+    shape: tuple[int, int],
+    options: MaskOptions = MaskOptions(),
+    offset: tuple[float, float] = (0.0, 0.0),
+    scale: float = 1.0,
+) -> np.ndarray:
     """float32 (H, W) alpha in [0, 1] for an image of ``shape``, whose origin is at ``offset``
     (x, y) of the landmarks' frame, sampled at ``scale`` pixels per landmark unit."""
     h, w = shape
@@ -84,8 +93,10 @@ def box_fade(shape: tuple[int, int], margin: float = 0.06) -> np.ndarray:
     """(H, W) weights that fade to 0 at the borders of the generated box, so no mask can
     reach past what the generator produced."""
     h, w = shape
+
     def ramp(n):
         d = np.minimum(np.arange(n) + 0.5, n - np.arange(n) - 0.5) / max(1.0, margin * n)
         d = np.clip(d, 0, 1)
         return d * d * (3 - 2 * d)
+
     return np.outer(ramp(h), ramp(w)).astype(np.float32)

@@ -122,8 +122,9 @@ def loop_index(i: int, n_frames: int, mode: str) -> int:
     return i % n_frames
 
 
-def silent_frames(wav: np.ndarray, n_frames: int, fps: float, relative_db: float = -35.0,
-                  min_run: int = 3) -> np.ndarray:
+def silent_frames(
+    wav: np.ndarray, n_frames: int, fps: float, relative_db: float = -35.0, min_run: int = 3
+) -> np.ndarray:
     """Boolean per output frame: the audio under it is silent (voice-activity gate).
 
     A frame is silent when its RMS is ``relative_db`` below the clip's speech level (95th
@@ -241,9 +242,15 @@ class LipSyncPipeline:
             # S3FD weights live in the models folder like every other model (fetched once).
             path = f.s3fd_path or resolve_checkpoint("s3fd", config.models_dir, config.allow_download)
             key = ("detector", "s3fd", str(path), max_size, device, f.batch_size)
-            return self._cached(key, lambda: create_detector("s3fd", device=device, model_path=path,
-                                                             batch_size=f.batch_size, max_size=max_size))
-        return self._cached(("detector", f.detector, max_size), lambda: create_detector(f.detector, max_size=max_size))
+            return self._cached(
+                key,
+                lambda: create_detector(
+                    "s3fd", device=device, model_path=path, batch_size=f.batch_size, max_size=max_size
+                ),
+            )
+        return self._cached(
+            ("detector", f.detector, max_size), lambda: create_detector(f.detector, max_size=max_size)
+        )
 
     def _landmarks(self, config: RunConfig, device: str):
         if config.mode not in ("improved", "enhanced", "uhq") and not config.composite.aligned:
@@ -253,9 +260,13 @@ class LipSyncPipeline:
             name = "dlib" if config.faces.detector == "dlib" or config.faces.box is not None else "fan"
         path = None
         if name == "fan":
-            path = config.composite.fan_path or resolve_checkpoint("fan", config.models_dir, config.allow_download)
-        return self._cached(("landmarks", name, str(path), device),
-                            lambda: create_landmark_detector(name, device=device, model_path=path))
+            path = config.composite.fan_path or resolve_checkpoint(
+                "fan", config.models_dir, config.allow_download
+            )
+        return self._cached(
+            ("landmarks", name, str(path), device),
+            lambda: create_landmark_detector(name, device=device, model_path=path),
+        )
 
     def _parser(self, config: RunConfig, device: str):
         path = config.composite.parser
@@ -272,11 +283,15 @@ class LipSyncPipeline:
 
         c = config.composite
         path = c.restorer or resolve_checkpoint("gfpgan", config.models_dir, config.allow_download)
-        restorer = self._cached(("restorer", str(path), device, c.fidelity),
-                                lambda: FaceRestorer.from_file(path, device=device, fidelity=c.fidelity))
+        restorer = self._cached(
+            ("restorer", str(path), device, c.fidelity),
+            lambda: FaceRestorer.from_file(path, device=device, fidelity=c.fidelity),
+        )
         upscaler = None
         if c.upscaler is not None:
-            upscaler = self._cached(("upscaler", str(c.upscaler), device), lambda: Upscaler.from_file(c.upscaler, device=device))
+            upscaler = self._cached(
+                ("upscaler", str(c.upscaler), device), lambda: Upscaler.from_file(c.upscaler, device=device)
+            )
         return restorer, upscaler
 
     def _refiner(self, config: RunConfig, device: str):
@@ -286,7 +301,9 @@ class LipSyncPipeline:
         from .refine import create_refiner
 
         r = config.refine
-        files = [r.checkpoint] + [c.model for c in r.controlnets] + [p for p, _ in r.loras] + list(r.embeddings)
+        files = (
+            [r.checkpoint] + [c.model for c in r.controlnets] + [p for p, _ in r.loras] + list(r.embeddings)
+        )
         stamp = tuple(Path(f).stat().st_mtime if f is not None and Path(f).exists() else None for f in files)
         key = ("refiner", repr(r), stamp, device)
         return self._cached(key, lambda: create_refiner(r, device))
@@ -319,16 +336,25 @@ class LipSyncPipeline:
         compositor = make_compositor(_composite_mode(config.mode), _blend_options(config))
         placement = _placement(geo, model.img_size, frame_index, config.composite.aligned)
         crop = extract_crop(frame, placement)
-        generated = _generate(model, crop[None], windows[frame_index][None], device, next(model.parameters()).dtype)[0]
+        generated = _generate(
+            model, crop[None], windows[frame_index][None], device, next(model.parameters()).dtype
+        )[0]
         result = frame.copy()
         alpha = compositor(result, generated, placement)
         return result, draw_debug(frame, placement, alpha)
 
     def _make_track(self, config: RunConfig, device: str, width: int, height: int) -> FaceTrackStream:
         f = config.faces
-        return FaceTrackStream(width, height, f.pads, f.smoothing, f.face_index, fixed=f.box is not None,
-                               landmarks=self._landmarks(config, device),
-                               landmark_smoothing=config.composite.landmark_smoothing)
+        return FaceTrackStream(
+            width,
+            height,
+            f.pads,
+            f.smoothing,
+            f.face_index,
+            fixed=f.box is not None,
+            landmarks=self._landmarks(config, device),
+            landmark_smoothing=config.composite.landmark_smoothing,
+        )
 
     # -- the run ------------------------------------------------------------------------
     def run(
@@ -399,13 +425,25 @@ class LipSyncPipeline:
         if config.faces.box is None or tracker.landmark_detector is not None:
             fo = config.frames
             digest = file_digest(config.face)
-            settings = {**detector.settings(), "resize": fo.resize_factor, "rotate": fo.rotate, "crop": list(fo.crop)}
+            settings = {
+                **detector.settings(),
+                "resize": fo.resize_factor,
+                "rotate": fo.rotate,
+                "crop": list(fo.crop),
+            }
             if config.faces.box is None:
                 det_key = det_cache.key(digest, settings)
                 cached_dets = det_cache.load(det_key, need)
             if tracker.landmark_detector is not None:
-                lm_key = lm_cache.key(digest, {**settings, **tracker.landmark_detector.settings(),
-                                               "face_index": config.faces.face_index, "pads": list(config.faces.pads)})
+                lm_key = lm_cache.key(
+                    digest,
+                    {
+                        **settings,
+                        **tracker.landmark_detector.settings(),
+                        "face_index": config.faces.face_index,
+                        "pads": list(config.faces.pads),
+                    },
+                )
                 cached_lms = lm_cache.load(lm_key, need)
         if cached_dets is not None:
             log.info("face detections loaded from the cache")
@@ -413,7 +451,9 @@ class LipSyncPipeline:
         writer = VideoWriter(out, width, height, frame_rate, track_audio, config.encode)
         debug_writer = None
         if comp.debug_video is not None:
-            debug_writer = VideoWriter(Path(comp.debug_video), width * 2, height, frame_rate, track_audio, config.encode)
+            debug_writer = VideoWriter(
+                Path(comp.debug_video), width * 2, height, frame_rate, track_audio, config.encode
+            )
 
         stats = {"no_face": 0, "written": 0}
         t_loop = time.perf_counter()
@@ -424,7 +464,11 @@ class LipSyncPipeline:
                 nonlocal batch
                 if cancelled():
                     raise Cancelled("cancelled")
-                work = [k for k, (_, g, i) in enumerate(batch) if g.valid and not (silent[i] and comp.silence == "keep")]
+                work = [
+                    k
+                    for k, (_, g, i) in enumerate(batch)
+                    if g.valid and not (silent[i] and comp.silence == "keep")
+                ]
                 placements = {k: _placement(batch[k][1], img_size, batch[k][2], comp.aligned) for k in work}
                 alphas: dict[int, np.ndarray | None] = {}
                 originals = {k: batch[k][0].copy() for k in work} if debug_writer is not None else {}
@@ -440,8 +484,10 @@ class LipSyncPipeline:
 
                         keep = KEEP + ((14,) if comp.parser_keep_neck else ())
                         size = generated.shape[1]
-                        rois = [compositor.roi(batch[k][0].shape, size, placements[k].scaled(size // img_size))[0]
-                                for k in work]
+                        rois = [
+                            compositor.roi(batch[k][0].shape, size, placements[k].scaled(size // img_size))[0]
+                            for k in work
+                        ]
                         masks = parsing_masks_for_rois([batch[k][0] for k in work], rois, parser, keep=keep)
                         visible = dict(zip(work, masks))
                     for k, gen in zip(work, generated):
@@ -453,17 +499,34 @@ class LipSyncPipeline:
                         from .restoration import restore_regions
 
                         done = [k for k in work if alphas[k] is not None]
-                        restore_regions([batch[k][0] for k in done], [placements[k].roi for k in done],
-                                        [alphas[k] for k in done], restorer, comp.restore_strength)
+                        restore_regions(
+                            [batch[k][0] for k in done],
+                            [placements[k].roi for k in done],
+                            [alphas[k] for k in done],
+                            restorer,
+                            comp.restore_strength,
+                        )
                     if refiner is not None:  # one batched diffusion call for the batch's mouth crops
                         from .refine import FrameJob
 
-                        jobs = [FrameJob(batch[k][0], alphas[k], placements[k].roi, placements[k].landmarks, batch[k][2])
-                                for k in work if alphas[k] is not None]
+                        jobs = [
+                            FrameJob(
+                                batch[k][0],
+                                alphas[k],
+                                placements[k].roi,
+                                placements[k].landmarks,
+                                batch[k][2],
+                            )
+                            for k in work
+                            if alphas[k] is not None
+                        ]
                         start = stats["written"]
-                        refiner.refine(jobs, [placements[k].box for k in work if alphas[k] is not None],
-                                       lambda d, t: report("refining", start + round(d * len(batch) / max(t, 1)), n_out),
-                                       cancelled)
+                        refiner.refine(
+                            jobs,
+                            [placements[k].box for k in work if alphas[k] is not None],
+                            lambda d, t: report("refining", start + round(d * len(batch) / max(t, 1)), n_out),
+                            cancelled,
+                        )
                 for k, (frame, _, _) in enumerate(batch):
                     writer.write(frame)
                     if debug_writer is not None:
@@ -509,7 +572,9 @@ class LipSyncPipeline:
 
             for frame in _threaded(source):
                 if frame.shape[:2] != (height, width):
-                    raise InputError(f"{config.face}: frame {n_in} changes size ({frame.shape[1]}x{frame.shape[0]})")
+                    raise InputError(
+                        f"{config.face}: frame {n_in} changes size ({frame.shape[1]}x{frame.shape[0]})"
+                    )
                 pending[n_in] = frame
                 if keep_frames is not None:
                     kept_bytes += frame.nbytes
@@ -542,7 +607,9 @@ class LipSyncPipeline:
             if n_out > n_frames:
                 loop_mode = config.frames.loop
                 if keep_frames is None and loop_mode == "pingpong":
-                    log.warning("ping-pong looping needs the frames in memory; this video is too large, looping forward")
+                    log.warning(
+                        "ping-pong looping needs the frames in memory; this video is too large, looping forward"
+                    )
                     loop_mode = "forward"
                 i = n_frames
                 while i < n_out:
@@ -552,7 +619,9 @@ class LipSyncPipeline:
                         i += 1
                         continue
                     # a forward loop starts again at frame 0: decode the video once more
-                    for jj, frame in enumerate(_threaded(preprocess_frame(f, config.frames) for f in iter_frames(config.face))):
+                    for jj, frame in enumerate(
+                        _threaded(preprocess_frame(f, config.frames) for f in iter_frames(config.face))
+                    ):
                         if i >= n_out:
                             break
                         emit(frame, tracker.geometry(jj), i)
@@ -572,7 +641,9 @@ class LipSyncPipeline:
         timings["total"] = time.perf_counter() - t_start
         if stats["no_face"]:
             log.warning("%d of %d frames had no face and were left unchanged", stats["no_face"], n_out)
-        return RunResult(out, n_out, stats["no_face"], fps, cached_dets is not None, int(silent.sum()), timings)
+        return RunResult(
+            out, n_out, stats["no_face"], fps, cached_dets is not None, int(silent.sum()), timings
+        )
 
 
 def _composite_mode(mode: str) -> str:
@@ -583,7 +654,10 @@ def _blend_options(config: RunConfig) -> BlendOptions:
     c = config.composite
     return BlendOptions(
         mask=MaskOptions(region=c.mask_region, dilate=c.mask_dilate, feather=c.mask_feather),
-        colour_match=c.colour_match, sharpen=c.sharpen, regrain=c.regrain, blend=c.blend,
+        colour_match=c.colour_match,
+        sharpen=c.sharpen,
+        regrain=c.regrain,
+        blend=c.blend,
     )
 
 
@@ -632,9 +706,19 @@ def _output_path(config: RunConfig) -> Path:
     return out
 
 
-def run(config: RunConfig, progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> RunResult:
+def run(
+    config: RunConfig, progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None
+) -> RunResult:
     """Lip-sync ``config.face`` to ``config.audio`` (a fresh pipeline; models not kept)."""
     return LipSyncPipeline(config.device).run(config, progress, cancel)
 
 
-__all__ = ["LipSyncPipeline", "RunResult", "run", "resolve_device", "loop_index", "silent_frames", "Wav2LipUHQError"]
+__all__ = [
+    "LipSyncPipeline",
+    "RunResult",
+    "run",
+    "resolve_device",
+    "loop_index",
+    "silent_frames",
+    "Wav2LipUHQError",
+]

@@ -141,7 +141,9 @@ class DlibDetector(FaceDetector):
 
     name = "dlib"
 
-    def __init__(self, upsample: int | None = None, max_size: int | None = 720, threshold: float = 0.3) -> None:
+    def __init__(
+        self, upsample: int | None = None, max_size: int | None = 720, threshold: float = 0.3
+    ) -> None:
         super().__init__(max_size)
         self.threshold = threshold  # HOG scores below this are mostly false positives
         try:

@@ -76,7 +76,9 @@ class FANLandmarks(LandmarkDetector):
         try:
             from face_alignment.models.fan import FAN
         except ImportError as exc:
-            raise Wav2LipUHQError("the fan landmark backend needs face-alignment: pip install 'wav2lip-uhq[faces]'") from exc
+            raise Wav2LipUHQError(
+                "the fan landmark backend needs face-alignment: pip install 'wav2lip-uhq[faces]'"
+            ) from exc
         path = Path(model_path)
         if not path.is_file():
             raise Wav2LipUHQError(f"{path}: FAN landmark weights not found")
@@ -143,12 +145,16 @@ def heatmap_peaks(heat: np.ndarray) -> np.ndarray:
     return pts + 0.5
 
 
-def create_landmark_detector(name: str, device: str = "cpu", model_path: str | Path | None = None) -> LandmarkDetector:
+def create_landmark_detector(
+    name: str, device: str = "cpu", model_path: str | Path | None = None
+) -> LandmarkDetector:
     if name == "dlib":
         return DlibLandmarks()
     if name == "fan":
         if model_path is None:
-            raise Wav2LipUHQError("the fan landmark backend needs its weights (2DFAN4 .pth.tar) in the models folder")
+            raise Wav2LipUHQError(
+                "the fan landmark backend needs its weights (2DFAN4 .pth.tar) in the models folder"
+            )
         return FANLandmarks(model_path, device)
     raise Wav2LipUHQError(f"unknown landmark backend {name!r} (choose from {', '.join(LANDMARK_BACKENDS)})")
 
@@ -161,7 +167,9 @@ def savgol_coefficients(window: int, order: int) -> np.ndarray:
     return np.linalg.pinv(vander)[0]
 
 
-def smooth_landmarks(points: np.ndarray, method: str = "savgol", window: int = 7, order: int = 2) -> np.ndarray:
+def smooth_landmarks(
+    points: np.ndarray, method: str = "savgol", window: int = 7, order: int = 2
+) -> np.ndarray:
     """Zero-lag smoothing of (N, 68, 2) landmark tracks within runs of frames that have a face.
 
     A centred local quadratic fit (Savitzky-Golay) follows steady and accelerating motion

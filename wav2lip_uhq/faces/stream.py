@@ -57,8 +57,12 @@ class FaceTrackStream:
         self.raw_landmarks = np.zeros((0, 68, 2), np.float32)
         self.final: list[FaceGeometry] = []
 
-    def add(self, detections: list[np.ndarray], frames_bgr: Sequence[np.ndarray] | None = None,
-            landmarks: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        detections: list[np.ndarray],
+        frames_bgr: Sequence[np.ndarray] | None = None,
+        landmarks: np.ndarray | None = None,
+    ) -> None:
         """Append a batch of frames' detections; landmarks are computed from ``frames_bgr``
         unless given (from the cache)."""
         start = len(self.raw)
@@ -102,7 +106,9 @@ class FaceTrackStream:
             if self.landmark_detector is not None and not np.isnan(self.raw_landmarks[j, 0, 0]):
                 half = LANDMARK_WINDOW // 2
                 lo, hi = max(0, j - half), min(n, j + half + 1)
-                points = smooth_landmarks(self.raw_landmarks[lo:hi], self.landmark_smoothing, LANDMARK_WINDOW)[j - lo]
+                points = smooth_landmarks(
+                    self.raw_landmarks[lo:hi], self.landmark_smoothing, LANDMARK_WINDOW
+                )[j - lo]
             geo = FaceGeometry(box, points)
             self.final.append(geo)
             yield j, geo

@@ -23,5 +23,14 @@ def create_refiner(options: RefineOptions, device: str = "cpu", backend: str = "
     return DiffusersRefiner.from_options(options, device)
 
 
-__all__ = ["RefineOptions", "ControlSpec", "RefineBatch", "Refiner", "FrameJob", "RefineSession",
-           "create_refiner", "DEFAULT_PROMPT", "DEFAULT_NEGATIVE"]
+__all__ = [
+    "DEFAULT_NEGATIVE",
+    "DEFAULT_PROMPT",
+    "ControlSpec",
+    "FrameJob",
+    "RefineBatch",
+    "RefineOptions",
+    "RefineSession",
+    "Refiner",
+    "create_refiner",
+]

@@ -15,8 +15,8 @@ Imports are lazy: nothing here loads controlnet-aux until a preprocessor is buil
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np

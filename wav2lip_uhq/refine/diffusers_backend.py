@@ -76,7 +76,7 @@ def load_sd(checkpoint: Path | str, config_dir: Path | None, dtype):
         try:
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), config=str(config_dir) if config_dir is not None else None, **common)
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             if config_dir is not None:
                 raise InputError(f"{path}: could not load with the configs in {config_dir}: {exc}") from exc
             raise InputError(
@@ -109,8 +109,11 @@ class DiffusersRefiner:
     def __init__(self, components: dict, controlnets: list, options: RefineOptions, device: str = "cpu",
                  dtype=None) -> None:
         import torch
-        from diffusers import (MultiControlNetModel, StableDiffusionControlNetInpaintPipeline,
-                               StableDiffusionInpaintPipeline)
+        from diffusers import (
+            MultiControlNetModel,
+            StableDiffusionControlNetInpaintPipeline,
+            StableDiffusionInpaintPipeline,
+        )
 
         self.options, self.device = options, device
         self.dtype = dtype or torch_dtype(options.precision, device)
@@ -143,7 +146,7 @@ class DiffusersRefiner:
         self._torch = torch
 
     @classmethod
-    def from_options(cls, options: RefineOptions, device: str = "cpu") -> "DiffusersRefiner":
+    def from_options(cls, options: RefineOptions, device: str = "cpu") -> DiffusersRefiner:
         if options.checkpoint is None:
             raise InputError("--mode uhq needs an SD 1.5 checkpoint (--sd-checkpoint)")
         dtype = torch_dtype(options.precision, device)

@@ -6,7 +6,7 @@ just composited; the session carries the track state (residuals, key frames) acr
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class RefineSession:
             chunk = jobs[start : start + o.batch_size]
             crops = [j.crop for j in chunk]
 
-            def step(s: int, steps: int, start=start, n=len(chunk)):
+            def step(s: int, steps: int, start: int = start, n: int = len(chunk)):  # noqa: B008
                 if progress is not None:
                     progress(start + int(n * s / max(1, steps)), n_total)
 
