@@ -67,6 +67,8 @@ class SyncNetConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    dtype: str = field(default="float32", metadata={"help": "float32, or float64 for numerical checks (slow; "
+                                                            "e.g. DDP vs single-process equivalence)"})
     sync_bn: bool = True
     target_loss: float | None = field(default=None, metadata={"help": "stop once the eval loss is at or below"})
     resume: str = field(default="auto", metadata={"help": "auto (latest in checkpoint_dir), none, or a path"})
@@ -126,6 +128,12 @@ def _loader(dataset, micro: int, sampler, workers: int, device: torch.device):
                       prefetch_factor=4 if workers > 0 else None)
 
 
+def _dtype(name: str) -> torch.dtype:
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {name!r}")
+    return getattr(torch, name)
+
+
 def _micro_batch(batch: int, accum: int, world: int) -> int:
     if batch % (accum * world):
         raise ValueError(f"batch_size {batch} must be divisible by accum {accum} x processes {world}")
@@ -133,13 +141,14 @@ def _micro_batch(batch: int, accum: int, world: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: SyncNet, dataset: SyncNetDataset, micro: int, batches: int, d: dist_.Dist, amp: Amp) -> float:
+def evaluate(model: SyncNet, dataset: SyncNetDataset, micro: int, batches: int, d: dist_.Dist, amp: Amp,
+             dtype: torch.dtype = torch.float32) -> float:
     """Mean BCE over a fixed set of balanced val samples (upstream's eval metric)."""
     model.eval()
     total = count = 0.0
     for idx in eval_indices(batches, micro, d.rank, d.world):
         items = [dataset[i] for i in idx]
-        x, mel, y = (torch.stack(t).to(d.device) for t in zip(*items))
+        x, mel, y = (torch.stack(t).to(d.device, dtype) for t in zip(*items))
         with amp.autocast():
             a, v = model(mel, x)
         loss = SyncNet.sync_loss(a.float(), v.float(), y)
@@ -165,8 +174,9 @@ def train(cfg: SyncNetConfig) -> dict:
     val_ds = SyncNetDataset(open_source(cfg.data_root, cfg.cache, val_entries, cfg.img_size), 10_007, policy,
                             cfg.min_negative_distance)
 
-    model = build_syncnet(cfg.img_size, cfg.width).to(d.device)
-    amp = Amp(d.device, cfg.amp)
+    dtype = _dtype(cfg.dtype)
+    model = build_syncnet(cfg.img_size, cfg.width).to(d.device, dtype)
+    amp = Amp(d.device, cfg.amp and dtype == torch.float32)
     step, best, ck = 0, math.inf, None
     resume = find_resume(ckdir) if cfg.resume == "auto" else (None if cfg.resume == "none" else Path(cfg.resume))
     if resume is not None:
@@ -210,7 +220,7 @@ def train(cfg: SyncNetConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for _ in range(cfg.accum):
-                x, mel, y = (t.to(d.device, non_blocking=True) for t in next(loader))
+                x, mel, y = (t.to(d.device, dtype, non_blocking=True) for t in next(loader))
                 with amp.autocast():
                     a, v = net(mel, x)
                 loss = SyncNet.sync_loss(a.float(), v.float(), y)
@@ -228,7 +238,7 @@ def train(cfg: SyncNetConfig) -> dict:
                 log.info("step %d  loss %.4f  %.1f samples/s", step, running / n, rate)
                 running, seen, t0 = 0.0, 0, time.time()
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-                last_eval = evaluate(model, val_ds, micro, cfg.eval_batches, d, amp)
+                last_eval = evaluate(model, val_ds, micro, cfg.eval_batches, d, amp, dtype)
                 runlog.scalars(step, "eval", {"loss": last_eval})
                 log.info("step %d  eval loss %.4f (chance 0.693)", step, last_eval)
                 if last_eval < best:

@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="output file (default: a new name in ./results)")
     r.add_argument(
         "--mode",
-        choices=("fast", "feather", "uhq"),
-        default="feather",
-        help="fast: upstream's hard box paste; feather (default): blended lower face; uhq: + SD refinement",
+        choices=("fast", "feather", "improved", "enhanced", "uhq"),
+        default="improved",
+        help="fast: upstream's hard box paste; feather: blended lower-face rectangle; improved (default): "
+        "landmark mask + colour match; enhanced: + face restoration; uhq: + SD img2img refinement",
     )
     g = r.add_argument_group("faces")
     g.add_argument(

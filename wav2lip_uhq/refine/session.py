@@ -49,7 +49,7 @@ class RefineSession:
             chunk = jobs[start : start + o.batch_size]
             crops = [j.crop for j in chunk]
 
-            def step(s: int, steps: int, start: int = start, n: int = len(chunk)):  # noqa: B008
+            def step(s: int, steps: int, start: int = start, n: int = len(chunk)):
                 if progress is not None:
                     progress(start + int(n * s / max(1, steps)), n_total)
 
