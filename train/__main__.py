@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detector", default="s3fd")
     p.add_argument("--vshift", type=int, default=15)
     p.add_argument("--device", default="auto")
-    p.add_argument("--fid-weights", default=None, help="pt_inception weights file for FID (optional)")
+    p.add_argument("--fid", action="store_true", help="also compute FID (generated vs ground-truth frames of the pairs)")
+    p.add_argument("--fid-weights", default=None,
+                   help="torchvision inception_v3 state_dict for --fid (not downloaded)")
     p.add_argument("--out", default=None, help="write the results as JSON")
 
     args = parser.parse_args(argv)
@@ -156,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(train(build_config(Wav2LipConfig, args, args.config)), default=str))
     elif args.command == "eval":
         from .evaluate import run_eval
+        from .fid import FIDWeightsMissing
 
-        results = run_eval(args)
+        try:
+            results = run_eval(args)
+        except (FIDWeightsMissing, ValueError) as exc:
+            parser.error(str(exc))
         print(json.dumps(results["summary"], indent=1))
     return 0
 

@@ -444,7 +444,9 @@ class StepSampler(Sampler[int]):
         return 1 << 62
 
 
-def eval_indices(n_batches: int, batch: int, rank: int, world: int) -> list[list[int]]:
-    """Fixed eval samples (the same at every eval and for any number of processes), this rank's share."""
+def eval_indices(n_batches: int, batch: int, rank: int, world: int, chunk: int | None = None) -> list[list[int]]:
+    """Fixed eval samples: ``n_batches * batch`` (``batch`` = the global batch size), the same at every
+    eval and for any number of processes; this rank's share in chunks of ``chunk`` (its micro-batch)."""
     mine = list(range(n_batches * batch))[rank::world]
-    return [mine[i : i + batch] for i in range(0, len(mine), batch)]
+    chunk = chunk or batch
+    return [mine[i : i + chunk] for i in range(0, len(mine), chunk)]

@@ -142,11 +142,12 @@ def _micro_batch(batch: int, accum: int, world: int) -> int:
 
 @torch.no_grad()
 def evaluate(model: SyncNet, dataset: SyncNetDataset, micro: int, batches: int, d: dist_.Dist, amp: Amp,
-             dtype: torch.dtype = torch.float32) -> float:
-    """Mean BCE over a fixed set of balanced val samples (upstream's eval metric)."""
+             dtype: torch.dtype = torch.float32, batch: int | None = None) -> float:
+    """Mean BCE over ``batches`` x ``batch`` (the global batch size) fixed, balanced val samples
+    (upstream's eval metric); the same samples whatever the number of processes or accumulation."""
     model.eval()
     total = count = 0.0
-    for idx in eval_indices(batches, micro, d.rank, d.world):
+    for idx in eval_indices(batches, batch or micro * d.world, d.rank, d.world, micro):
         items = [dataset[i] for i in idx]
         x, mel, y = (torch.stack(t).to(d.device, dtype) for t in zip(*items))
         with amp.autocast():
@@ -238,7 +239,7 @@ def train(cfg: SyncNetConfig) -> dict:
                 log.info("step %d  loss %.4f  %.1f samples/s", step, running / n, rate)
                 running, seen, t0 = 0.0, 0, time.time()
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-                last_eval = evaluate(model, val_ds, micro, cfg.eval_batches, d, amp, dtype)
+                last_eval = evaluate(model, val_ds, micro, cfg.eval_batches, d, amp, dtype, cfg.batch_size)
                 runlog.scalars(step, "eval", {"loss": last_eval})
                 log.info("step %d  eval loss %.4f (chance 0.693)", step, last_eval)
                 if last_eval < best:

@@ -284,7 +284,7 @@ def train(cfg: Wav2LipConfig) -> dict:
         if disc is not None:
             disc.eval()
         sums = np.zeros(6)
-        for idx in eval_indices(cfg.eval_batches, micro, d.rank, d.world):
+        for idx in eval_indices(cfg.eval_batches, cfg.batch_size, d.rank, d.world, micro):
             x, mels, mel, y = (torch.stack(t).to(d.device) for t in zip(*[val_ds[i] for i in idx]))
             with amp.autocast():
                 g = model(mels, x)

@@ -36,3 +36,17 @@ def dataset(tmp_path_factory) -> dict[str, Path]:
     build_cache(root / "pre", entries, root / "cache96", 96)
     return {"root": root, "raw": root / "raw", "pre": root / "pre", "cache": root / "cache96",
             "train": fl / "train.txt", "val": fl / "val.txt"}
+
+
+@pytest.fixture(scope="session")
+def trained_syncnet(dataset, tmp_path_factory) -> dict:
+    """The narrowed expert trained on the shared dataset (asserted in test_syncnet_train; used as the
+    offset estimator by test_synccorrect)."""
+    from train.syncnet import SyncNetConfig, train
+
+    ck = tmp_path_factory.mktemp("syncnet_ck")
+    cfg = SyncNetConfig(cache=str(dataset["cache"]), train_list=str(dataset["train"]), val_list=str(dataset["val"]),
+                        checkpoint_dir=str(ck), width=0.25, batch_size=32, lr=1e-3, max_steps=120,
+                        eval_interval=30, eval_batches=8, checkpoint_interval=60, log_interval=10, num_workers=0,
+                        resume="none", tensorboard=False)
+    return {"dir": ck, "result": train(cfg)}

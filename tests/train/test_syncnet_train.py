@@ -11,13 +11,8 @@ from train.runtime import read_metrics
 from train.syncnet import SyncNetConfig, load_expert, train
 
 
-def test_syncnet_learns(dataset, tmp_path_factory):
-    ck = tmp_path_factory.getbasetemp() / "syncnet_ck"
-    cfg = SyncNetConfig(cache=str(dataset["cache"]), train_list=str(dataset["train"]), val_list=str(dataset["val"]),
-                        checkpoint_dir=str(ck), width=0.25, batch_size=32, lr=1e-3, max_steps=120,
-                        eval_interval=30, eval_batches=8, checkpoint_interval=60, log_interval=10, num_workers=0,
-                        resume="none", tensorboard=False)
-    out = train(cfg)
+def test_syncnet_learns(trained_syncnet):
+    ck, out = trained_syncnet["dir"], trained_syncnet["result"]
     evals = [m["loss"] for m in read_metrics(ck / "logs") if m["split"] == "eval"]
     print("syncnet eval losses:", evals)
     assert len(evals) == 4

@@ -13,7 +13,9 @@ model CPU offload.
 from __future__ import annotations
 
 import logging
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,12 @@ def load_sd(checkpoint: Path | str, config_dir: Path | None, dtype):
         try:
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), config=str(config_dir) if config_dir is not None else None, **common)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # classified below, re-raised when not ours
+            unreadable = _unreadable(path)
+            if unreadable:
+                raise InputError(f"{path}: not a readable SD checkpoint: {unreadable}") from exc
+            if not isinstance(exc, (OSError, ValueError)):
+                raise
             if config_dir is not None:
                 raise InputError(f"{path}: could not load with the configs in {config_dir}: {exc}") from exc
             raise InputError(
@@ -87,6 +94,26 @@ def load_sd(checkpoint: Path | str, config_dir: Path | None, dtype):
                 "'*.safetensors' '*.ckpt'`"
             ) from exc
     return {k: pipe.components[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the weights in ``path`` cannot be read (None when they can): safetensors header, or a
+    weights-only unpickle for .ckpt/.pt (pickled code is refused, never run). Error path only."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt"):
+                return None
+        import torch
+
+        torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return None
+    except pickle.UnpicklingError:
+        return ("it holds pickled objects other than tensors; .ckpt/.pt files are loaded weights-only, "
+                "so it is refused (use a .safetensors file, or one from a source you trust)")
+    except Exception as exc:  # noqa: BLE001 - safetensors/torch raise various types
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def load_controlnet(model: str, unet, dtype):
@@ -101,6 +128,57 @@ def load_controlnet(model: str, unet, dtype):
     with tempfile.TemporaryDirectory() as tmp:
         ControlNetModel.from_unet(unet, load_weights_from_unet=False).save_config(tmp)
         return ControlNetModel.from_single_file(str(path), config=tmp, torch_dtype=dtype, local_files_only=True)
+
+
+def _existing(path: Path | str, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file not found")
+    return path
+
+
+def load_loras(pipe, loras) -> None:
+    """LoRAs (diffusers/peft or kohya/WebUI layout, one file each) as weighted adapters; a file
+    that is unreadable or has nothing for this model's UNet/text encoder is an error naming it."""
+    names = []
+    for i, (path, _) in enumerate(loras):
+        path, name = _existing(path, "LoRA"), f"lora{i}"
+        try:
+            pipe.load_lora_weights(str(path), adapter_name=name)
+        except Exception as exc:  # diffusers/peft/safetensors raise many types
+            raise InputError(f"{path}: not a LoRA this SD 1.5 model can load: {exc}") from exc
+        if not any(name in adapters for adapters in pipe.get_list_adapters().values()):
+            raise InputError(f"{path}: no LoRA weights for this model's UNet or text encoder "
+                             "(a LoRA for another model family, e.g. SDXL?)")
+        names.append(name)
+    if names:
+        pipe.set_adapters(names, [float(w) for _, w in loras])
+
+
+def load_embeddings(pipe, paths) -> None:
+    """Textual inversions (diffusers ``{token: [n, dim]}`` or WebUI ``string_to_param``); the
+    token is the file name, as in the WebUI."""
+    for path in paths:
+        path = _existing(path, "textual-inversion")
+        try:
+            pipe.load_textual_inversion(str(path), token=path.stem)
+        except Exception as exc:  # reported with the file's name
+            width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
+            raise InputError(f"{path}: not a textual inversion for this model ({_embedding_shape(path)}; "
+                             f"the text encoder needs vectors of width {width}): {exc}") from exc
+
+
+def _embedding_shape(path: Path) -> str:
+    """What the file holds, for error messages (weights only; never unpickles objects)."""
+    from diffusers.models.model_loading_utils import load_state_dict
+
+    try:
+        sd = load_state_dict(str(path))
+        sd = sd.get("string_to_param", sd)
+        shapes = [tuple(v.shape) for v in sd.values() if hasattr(v, "shape")]
+        return f"vectors of shape {shapes[0]}" if shapes else "no tensors"
+    except Exception:  # noqa: BLE001 - only describes the file in an error message
+        return "unreadable"
 
 
 class DiffusersRefiner:
@@ -127,12 +205,8 @@ class DiffusersRefiner:
         else:
             pipe = StableDiffusionInpaintPipeline(**parts)
         pipe.set_progress_bar_config(disable=True)
-        for i, (path, _) in enumerate(options.loras):
-            pipe.load_lora_weights(str(path), adapter_name=f"lora{i}")
-        if options.loras:
-            pipe.set_adapters([f"lora{i}" for i in range(len(options.loras))], [w for _, w in options.loras])
-        for path in options.embeddings:
-            pipe.load_textual_inversion(str(path), token=Path(path).stem)
+        load_loras(pipe, options.loras)
+        load_embeddings(pipe, options.embeddings)
         if options.attention_slicing:
             pipe.enable_attention_slicing()
         if options.cpu_offload and str(device).startswith("cuda"):
