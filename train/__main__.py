@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from .config import add_dataclass_args, build_config
@@ -151,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "syncnet":
         from .syncnet import train
 
-        print(json.dumps(train(build_config(SyncNetConfig, args, args.config)), default=str))
+        result = train(build_config(SyncNetConfig, args, args.config))
+        if os.environ.get("RANK", "0") == "0":  # torchrun: one summary line, from rank 0
+            print(json.dumps(result, default=str))
     elif args.command == "wav2lip":
         from .wav2lip import train
 
-        print(json.dumps(train(build_config(Wav2LipConfig, args, args.config)), default=str))
+        result = train(build_config(Wav2LipConfig, args, args.config))
+        if os.environ.get("RANK", "0") == "0":
+            print(json.dumps(result, default=str))
     elif args.command == "eval":
         from .evaluate import run_eval
         from .fid import FIDWeightsMissing

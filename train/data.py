@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from wav2lip_uhq.audio import MEL_STEP, N_MELS, melspectrogram
+from wav2lip_uhq.errors import InputError
 
 from . import FPS, SYNC_T
 
@@ -195,7 +196,7 @@ def _cache_one(args) -> tuple[str, np.ndarray, np.ndarray, np.ndarray] | tuple[s
         ids = _list_ids(folder)
         frames = np.stack([read_face(folder / f"{i}.jpg", img_size) for i in ids]) if len(ids) else None
         mel = compute_mel(folder / "audio.wav")
-    except Exception as exc:
+    except (OSError, ValueError, RuntimeError, cv2.error, InputError) as exc:  # unreadable jpg/wav, bad audio
         return entry, f"{type(exc).__name__}: {exc}"
     if frames is None:
         return entry, "no frames"
@@ -337,6 +338,14 @@ class _WindowDataset(Dataset):
     def _draw(self, rng: np.random.Generator, v: int):
         raise NotImplementedError
 
+    def _pick_pair(self, rng: np.random.Generator, v: int) -> tuple[np.ndarray | None, int, int]:
+        """Video v's frame ids and two random frame ids (target, other), the same draws for both
+        datasets (upstream: img_name, wrong_img_name); ids None when the video is too short."""
+        ids = self.source.frame_ids(v)
+        if len(ids) < self.T + 1:
+            return None, 0, 0
+        return ids, int(ids[int(rng.integers(len(ids)))]), int(ids[int(rng.integers(len(ids)))])
+
 
 def _lower_half_stack(window: np.ndarray) -> np.ndarray:
     """(T, S, S, 3) uint8 -> (3T, S/2, S) float: channels f0 B,G,R, f1 B,G,R, ... (upstream)."""
@@ -355,11 +364,10 @@ class SyncNetDataset(_WindowDataset):
         self.min_negative_distance = min_negative_distance
 
     def _draw(self, rng: np.random.Generator, v: int):
-        ids = self.source.frame_ids(v)
-        if len(ids) < self.T + 1:
+        ids, pos, wrong = self._pick_pair(rng, v)
+        if ids is None:
             return "too few frames"
-        pos, wrong = ids[int(rng.integers(len(ids)))], ids[int(rng.integers(len(ids)))]
-        if abs(int(wrong) - int(pos)) < self.min_negative_distance:
+        if abs(wrong - pos) < self.min_negative_distance:
             return "negative too close"
         y = float(rng.random() < 0.5)
         chosen = int(pos if y else wrong)
@@ -386,10 +394,9 @@ class Wav2LipDataset(_WindowDataset):
         self.mel_offset = mel_offset
 
     def _draw(self, rng: np.random.Generator, v: int):
-        ids = self.source.frame_ids(v)
-        if len(ids) < self.T + 1:
+        ids, pos, wrong = self._pick_pair(rng, v)
+        if ids is None:
             return "too few frames"
-        pos, wrong = int(ids[int(rng.integers(len(ids)))]), int(ids[int(rng.integers(len(ids)))])
         if pos == wrong:
             return "reference equals target"
         if not (self.window_ok(ids, pos) and self.window_ok(ids, wrong)):

@@ -120,7 +120,7 @@ def lse_scores(model: SyncNetLSE, frames_bgr: Sequence[np.ndarray], wav16k: np.n
     imgs = np.stack([cv2.resize(f, (224, 224)) for f in frames_bgr]).astype(np.float32)  # (N,224,224,3)
     video = torch.from_numpy(imgs).permute(3, 0, 1, 2).unsqueeze(0)  # (1,3,N,224,224)
     mfcc = torch.from_numpy(mfcc_features(wav16k)).float()[None, None]  # (1,1,13,M)
-    n_audio = len(wav16k) if np.asarray(wav16k).ndim == 1 else len(wav16k)
+    n_audio = len(wav16k)
     min_length = min(len(frames_bgr), math.floor(n_audio / 640))
     last = min_length - 5
     if last < 1:

@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from wav2lip_uhq.errors import InputError
+
 from . import FPS
 from .media import iter_video_frames, read_audio, write_wav
 
@@ -107,7 +109,7 @@ def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
         tmp.mkdir(parents=True)
         try:
             wav = read_audio(video)
-        except Exception as exc:  # no audio stream, silent, unreadable
+        except (InputError, OSError, ValueError, RuntimeError) as exc:  # no audio stream, silent, unreadable
             return VideoResult(name, "skipped", f"audio: {exc}")
         detector = _detector(cfg)
         n_frames = n_faces = 0
@@ -141,7 +143,7 @@ def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
             if batch:
                 n_faces += flush(n_frames)
                 n_frames += len(batch)
-        except Exception as exc:
+        except (InputError, OSError, ValueError, RuntimeError) as exc:  # corrupt or truncated stream
             return VideoResult(name, "skipped", f"video: {exc}", n_frames, n_faces)
         if n_faces < cfg.min_frames:
             return VideoResult(name, "skipped", f"only {n_faces} frames with a face (< {cfg.min_frames})",

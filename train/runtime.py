@@ -107,7 +107,7 @@ class RunLog:
                 self.tb = SummaryWriter(str(self.dir / "tensorboard"))
             except ImportError:
                 log.warning("tensorboard is not installed: logging to metrics.jsonl only")
-        self._jsonl = open(self.dir / "metrics.jsonl", "a")
+        self._jsonl = open(self.dir / "metrics.jsonl", "a")  # noqa: SIM115 - open for the run, closed in close()
 
     def scalars(self, step: int, prefix: str, values: dict[str, float]) -> None:
         if not self.active:

@@ -89,7 +89,7 @@ def build_syncnet(img_size: int, width: float = 1.0) -> SyncNet:
     spec = SYNCNET_SPECS[img_size]
 
     def narrow(layers):
-        return tuple(replace(layer, cout=max(4, int(round(layer.cout * width)))) for layer in layers)
+        return tuple(replace(layer, cout=max(4, round(layer.cout * width))) for layer in layers)
 
     face, audio = narrow(spec.face), narrow(spec.audio)
     return SyncNet(spec=replace(spec, face=face, audio=audio, embedding=face[-1].cout))

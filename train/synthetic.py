@@ -70,8 +70,8 @@ def render_clip(spec: ClipSpec, photo: np.ndarray, speech: np.ndarray | None = N
     """Frames (BGR, 160x160) and 16 kHz-or-``spec.sr`` audio for one clip."""
     rng = np.random.default_rng([seed, spec.speaker, spec.clip])
     spk = np.random.default_rng([seed, spec.speaker])
-    n_frames = int(round(spec.seconds * spec.fps))
-    n = int(round(spec.seconds * spec.sr))
+    n_frames = round(spec.seconds * spec.fps)
+    n = round(spec.seconds * spec.sr)
     if speech is None:
         wav, env = _syllable_audio(rng, n, spec.sr)
     else:

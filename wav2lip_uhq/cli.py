@@ -1,4 +1,4 @@
-"""Command line: ``wav2lip-uhq run | models | models download``."""
+"""Command line: ``wav2lip-uhq run | models | models download | app``."""
 
 from __future__ import annotations
 
@@ -212,6 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     d = msub.add_parser("download", help="download a released checkpoint into the models folder")
     d.add_argument("name")
     d.add_argument("--models-dir", type=Path, dest="models_dir_dl")
+
+    a = sub.add_parser("app", help='the standalone web app (needs gradio: pip install "wav2lip-uhq[ui]")')
+    a.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 (default: 127.0.0.1 only)")
+    a.add_argument("--port", type=int, help="server port (default: gradio's, 7860 or the next free one)")
+    a.add_argument(
+        "--share",
+        choices=("never", "public"),
+        default="never",
+        help="never (default); public: also open a temporary gradio.live link (needs internet)",
+    )
+    a.add_argument(
+        "--results-dir", type=Path, default=Path("results"), help="where results go (default ./results)"
+    )
+    a.add_argument("--models-dir", type=Path, help="models folder")
+    a.add_argument("--cache-dir", type=Path, help="cache folder for face detections")
+    a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     return p
 
 
@@ -391,6 +407,20 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print('error: the app needs gradio: pip install "wav2lip-uhq[ui]"', file=sys.stderr)
+        return 2
+    from .ui import launch
+    from .ui_runner import UIRunner
+
+    runner = UIRunner(args.results_dir, args.models_dir, args.cache_dir, args.device)
+    launch(listen=args.listen, port=args.port, share=args.share == "public", runner=runner)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -402,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "app":
+            return cmd_app(args)
     except Wav2LipUHQError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

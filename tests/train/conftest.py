@@ -46,7 +46,7 @@ def trained_syncnet(dataset, tmp_path_factory) -> dict:
 
     ck = tmp_path_factory.mktemp("syncnet_ck")
     cfg = SyncNetConfig(cache=str(dataset["cache"]), train_list=str(dataset["train"]), val_list=str(dataset["val"]),
-                        checkpoint_dir=str(ck), width=0.25, batch_size=32, lr=1e-3, max_steps=120,
-                        eval_interval=30, eval_batches=8, checkpoint_interval=60, log_interval=10, num_workers=0,
+                        checkpoint_dir=str(ck), width=0.25, batch_size=32, lr=1e-3, max_steps=72,
+                        eval_interval=24, eval_batches=8, checkpoint_interval=36, log_interval=10, num_workers=0,
                         resume="none", tensorboard=False)
     return {"dir": ck, "result": train(cfg)}

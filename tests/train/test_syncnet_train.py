@@ -15,13 +15,13 @@ def test_syncnet_learns(trained_syncnet):
     ck, out = trained_syncnet["dir"], trained_syncnet["result"]
     evals = [m["loss"] for m in read_metrics(ck / "logs") if m["split"] == "eval"]
     print("syncnet eval losses:", evals)
-    assert len(evals) == 4
+    assert len(evals) == 3
     assert out["best"] < 0.60 < math.log(2), f"eval losses {evals}"
     # checkpoints in upstream's layout
-    for name in ("best.pth", "latest.pth", "checkpoint_step000000120.pth"):
+    for name in ("best.pth", "latest.pth", "checkpoint_step000000072.pth"):
         d = torch.load(ck / name, map_location="cpu", weights_only=True)
         assert {"state_dict", "optimizer", "global_step", "global_epoch"} <= set(d)
-    assert torch.load(ck / "latest.pth", weights_only=True)["global_step"] == 120
+    assert torch.load(ck / "latest.pth", weights_only=True)["global_step"] == 72
     expert = load_expert(ck / "best.pth")
     assert not expert.training
     (ck / "result.json").write_text(json.dumps(out))

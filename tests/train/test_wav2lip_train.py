@@ -22,9 +22,9 @@ def expert(tmp_path_factory):
 
 
 def _cfg(dataset, ck, **kw) -> Wav2LipConfig:
-    base = dict(cache=str(dataset["cache"]), train_list=str(dataset["train"]), val_list=str(dataset["val"]),
-                checkpoint_dir=str(ck), batch_size=2, lr=5e-4, eval_batches=1, log_interval=1, num_workers=0,
-                resume="auto", tensorboard=False, sample_interval=0)
+    base = {"cache": str(dataset["cache"]), "train_list": str(dataset["train"]), "val_list": str(dataset["val"]),
+                "checkpoint_dir": str(ck), "batch_size": 2, "lr": 5e-4, "eval_batches": 1, "log_interval": 1, "num_workers": 0,
+                "resume": "auto", "tensorboard": False, "sample_interval": 0}
     base.update(kw)
     return Wav2LipConfig(**base)
 
@@ -54,8 +54,8 @@ def test_generator_l1_decreases_and_engine_loads(dataset, tmp_path):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(dataset, expert, tmp_path):
-    kw = dict(max_steps=4, eval_interval=100, checkpoint_interval=2, disc=True, syncnet_checkpoint=str(expert),
-              sync_schedule="step:1")
+    kw = {"max_steps": 4, "eval_interval": 100, "checkpoint_interval": 2, "disc": True, "syncnet_checkpoint": str(expert),
+              "sync_schedule": "step:1"}
     full = tmp_path / "full"
     train(_cfg(dataset, full, **kw))
     ref = {m["step"]: m for m in read_metrics(full / "logs") if m["split"] == "train"}

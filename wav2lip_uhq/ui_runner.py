@@ -1,0 +1,221 @@
+"""The job runner behind the UI (WebUI tab and standalone app): pure Python, no gradio.
+
+One ``LipSyncPipeline`` (models stay loaded between jobs), one job at a time (a lock), the
+latest progress report of the running job, and a cancel flag the pipeline checks between
+batches. torch is imported only when the first job or preview starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import RunConfig
+from .errors import Cancelled
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
+
+
+class RunnerBusy(RuntimeError):
+    """Another job or preview is running."""
+
+
+@dataclass
+class Job:
+    """One run started by ``UIRunner.start``; ``done`` is set when it has finished either way."""
+
+    config: RunConfig
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    stage: str = "starting"
+    frames_done: int = 0
+    frames_total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    result: Any = None  # RunResult on success
+    error: BaseException | None = None
+    settings_path: Path | None = None
+    progress_log: list[tuple[str, int, int]] = field(default_factory=list)
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self.error, Cancelled)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        self.stage, self.frames_done, self.frames_total = stage, int(done), int(total)
+        if not self.progress_log or self.progress_log[-1][0] != stage or done >= total:
+            self.progress_log.append((stage, int(done), int(total)))
+
+    def progress_text(self) -> str:
+        elapsed = time.monotonic() - self.started
+        if self.done.is_set():
+            if self.error is None:
+                r = self.result
+                text = f"done: {r.output.name}, {r.frames} frames at {r.fps:g} fps in {elapsed:.1f} s"
+                if r.frames_without_face:
+                    text += f"; {r.frames_without_face} frames without a face left unchanged"
+                return text
+            if self.cancelled:
+                return "interrupted: no output written"
+            return f"error: {self.error}"
+        if self.cancel_event.is_set():
+            return f"interrupting... ({self.stage})"
+        if self.frames_total > 1:
+            return f"{self.stage}: frame {self.frames_done}/{self.frames_total} ({elapsed:.0f} s)"
+        return f"{self.stage}... ({elapsed:.0f} s)"
+
+
+def settings_path_for(output: Path) -> Path:
+    """Where a result's settings are saved: ``<output>.json`` (``face_speech.mp4.json``)."""
+    return Path(f"{output}.json")
+
+
+def write_settings(config: RunConfig, output: Path) -> Path:
+    """Save ``config.to_dict()`` (with the real output path) next to ``output``, atomically."""
+    data = config.to_dict()
+    data["out"] = str(output)
+    path = settings_path_for(output)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+class UIRunner:
+    """Runs lip-sync jobs for a UI, one at a time.
+
+    ``results_dir``, ``models_dir``, ``cache_dir`` and ``device`` are the host's settings; the UI
+    merges ``base_values()`` under the user's values before building a ``RunConfig``.
+    """
+
+    def __init__(
+        self,
+        results_dir: str | Path = "results",
+        models_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        device: str = "auto",
+        pipeline: Any = None,
+    ) -> None:
+        self.results_dir = Path(results_dir)
+        self.models_dir = Path(models_dir) if models_dir else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.device = device
+        self._pipeline = pipeline
+        self._lock = threading.Lock()
+        self.job: Job | None = None  # the current or last job
+
+    # -- state ---------------------------------------------------------------------------------
+    def base_values(self) -> dict:
+        return {
+            "results_dir": self.results_dir,
+            "models_dir": self.models_dir,
+            "cache_dir": self.cache_dir,
+            "device": self.device,
+        }
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    @property
+    def pipeline(self):
+        if self._pipeline is None:
+            from .pipeline import LipSyncPipeline  # imports torch
+
+            self._pipeline = LipSyncPipeline(self.device)
+        return self._pipeline
+
+    def progress_text(self) -> str:
+        return self.job.progress_text() if self.job is not None else "idle"
+
+    def cancel(self) -> bool:
+        """Ask the running job to stop (checked between batches). False when nothing runs."""
+        job = self.job
+        if job is None or job.done.is_set():
+            return False
+        job.cancel_event.set()
+        return True
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def _acquire(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise RunnerBusy("another lip-sync job is running; wait for it or press Interrupt")
+
+    def start(self, config: RunConfig) -> Job:
+        """Start ``config`` in a background thread; raises ``RunnerBusy`` if a job is running."""
+        self._acquire()
+        job = Job(config)
+        self.job = job
+
+        def work():
+            try:
+                if job.cancel_event.is_set():
+                    raise Cancelled("cancelled before the start")
+                job.result = self.pipeline.run(config, progress=job.progress, cancel=job.cancel_event.is_set)
+                try:
+                    job.settings_path = write_settings(config, job.result.output)
+                except OSError as exc:  # the video is there; the settings are a bonus
+                    log.warning("could not save the settings next to %s: %s", job.result.output, exc)
+            except BaseException as exc:  # reported through the job, shown by the UI
+                job.error = exc
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                job.done.set()
+                self._lock.release()
+
+        if config.out is None:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+        threading.Thread(target=work, name="wav2lip-uhq-job", daemon=True).start()
+        return job
+
+    def run(self, config: RunConfig, timeout: float | None = None) -> Job:
+        """Run ``config`` and wait; raises the job's error (``Cancelled`` when interrupted)."""
+        job = self.start(config)
+        if not job.done.wait(timeout):
+            raise TimeoutError("the job did not finish in time")
+        if job.error is not None:
+            raise job.error
+        return job
+
+    def preview(self, config: RunConfig, frame_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(result, overlay) of one frame, RGB uint8."""
+        self._acquire()
+        try:
+            result, overlay = self.pipeline.preview(config, frame_index)
+        finally:
+            self._lock.release()
+        return np.ascontiguousarray(result[:, :, ::-1]), np.ascontiguousarray(overlay[:, :, ::-1])
+
+    def recent_results(self, limit: int = 20) -> list[Path]:
+        """Result videos in the results folder, newest first."""
+        if not self.results_dir.is_dir():
+            return []
+        files = [
+            p
+            for p in self.results_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+        ]
+        files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        return files[:limit]
+
+
+def load_settings(output: str | Path) -> dict | None:
+    """The settings saved next to a result, or None."""
+    path = settings_path_for(Path(output))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+__all__ = ["Job", "RunnerBusy", "UIRunner", "load_settings", "settings_path_for", "write_settings"]
