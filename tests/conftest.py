@@ -5,13 +5,12 @@ Nothing is downloaded: every model file is generated here.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from media_helpers import moving_face_frames, write_video
 
 # ../shared/reference beside the checkout (CI and developers), or WAV2LIP_UHQ_REFERENCE.
 REFERENCE = Path(
@@ -64,37 +63,9 @@ def astronaut_png(tmp_path_factory) -> Path:
     return path
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, audio=None, lossless: bool = True) -> Path:
-    from wav2lip_uhq.video import EncodeSettings, VideoWriter
-
-    h, w = frames[0].shape[:2]
-    with VideoWriter(path, w, h, Fraction(fps), audio, EncodeSettings(lossless=lossless)) as writer:
-        for f in frames:
-            writer.write(f)
-    return path
-
-
-def moving_face_frames(n: int = 30, size: int = 320, step: int = 3) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-    """The astronaut's head moving right and down on a grey background; returns frames and offsets."""
-    import skimage.data
-
-    img = skimage.data.astronaut()[:, :, ::-1]
-    head = img[20:260, 120:330]  # face with margin (240 x 210)
-    frames, offsets = [], []
-    for i in range(n):
-        frame = np.full((size, size + 80, 3), 120, np.uint8)
-        oy, ox = 20 + (i * step) // 3, 10 + i * step
-        frame[oy : oy + head.shape[0], ox : ox + head.shape[1]] = head
-        frames.append(frame)
-        offsets.append((oy, ox))
-    return frames, offsets
-
-
 @pytest.fixture(scope="session")
 def moving_face_video(tmp_path_factory) -> Path:
     frames, _ = moving_face_frames()
     return write_video(tmp_path_factory.mktemp("vid") / "moving.mkv", frames)
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import digest, write_video
+from media_helpers import digest, write_video
 from wav2lip_uhq.cli import main
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import moving_face_frames
+from media_helpers import moving_face_frames
 from wav2lip_uhq.compositing import (
     BlendOptions,
     MaskBlend,

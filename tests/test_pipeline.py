@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import digest, moving_face_frames
+from media_helpers import digest, moving_face_frames
 from wav2lip_uhq.config import FaceOptions, FrameOptions, RunConfig
 from wav2lip_uhq.pipeline import LipSyncPipeline, loop_index, run
 from wav2lip_uhq.video import EncodeSettings, iter_frames, probe, read_audio_track
@@ -145,7 +145,7 @@ def test_loop_index():
 
 
 def test_frames_without_a_face_pass_through(speech_short, w2l_checkpoint, tmp_path):
-    from conftest import write_video
+    from media_helpers import write_video
 
     frames, _ = moving_face_frames(n=20)
     blank = [f if i % 4 else np.full_like(f, 90) for i, f in enumerate(frames)]  # every 4th frame: no face
@@ -199,7 +199,7 @@ def test_rotation_metadata_is_applied(tmp_path):
 
     import imageio_ffmpeg
 
-    from conftest import write_video
+    from media_helpers import write_video
 
     frame = np.zeros((64, 96, 3), np.uint8)
     frame[:16, :32] = 255

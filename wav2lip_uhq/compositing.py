@@ -148,17 +148,19 @@ class FeatherBlend:
 def match_colour(new: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Shift (and gently rescale) ``new``'s Lab statistics to ``reference``'s, weighted by
     ``weight``: the generator drifts in colour; this keeps the original's skin tone."""
-    w = weight.astype(np.float64)[..., None]
+    step = max(1, int(np.sqrt(weight.size / 20000)))  # statistics from <= ~20k samples: plenty
+    w = weight[::step, ::step].astype(np.float64)[..., None]
     total = w.sum()
     if total < 16:
         return new
-    a = cv2.cvtColor(new, cv2.COLOR_BGR2LAB).astype(np.float64)
-    b = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float64)
-    mu_a, mu_b = (a * w).sum((0, 1)) / total, (b * w).sum((0, 1)) / total
-    sd_a = np.sqrt(((a - mu_a) ** 2 * w).sum((0, 1)) / total) + 1e-3
+    a = cv2.cvtColor(new, cv2.COLOR_BGR2LAB).astype(np.float32)
+    b = cv2.cvtColor(reference[::step, ::step], cv2.COLOR_BGR2LAB).astype(np.float64)
+    a_s = a[::step, ::step].astype(np.float64)
+    mu_a, mu_b = (a_s * w).sum((0, 1)) / total, (b * w).sum((0, 1)) / total
+    sd_a = np.sqrt(((a_s - mu_a) ** 2 * w).sum((0, 1)) / total) + 1e-3
     sd_b = np.sqrt(((b - mu_b) ** 2 * w).sum((0, 1)) / total) + 1e-3
     ratio = np.clip(sd_b / sd_a, 0.8, 1.25)
-    out = (a - mu_a) * ratio + mu_b
+    out = (a - mu_a.astype(np.float32)) * ratio.astype(np.float32) + mu_b.astype(np.float32)
     return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
 

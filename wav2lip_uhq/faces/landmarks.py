@@ -6,6 +6,7 @@ Backends: ``fan`` (face-alignment's 2D-FAN, weights from the models folder) and 
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -159,6 +160,7 @@ def create_landmark_detector(
     raise Wav2LipUHQError(f"unknown landmark backend {name!r} (choose from {', '.join(LANDMARK_BACKENDS)})")
 
 
+@functools.lru_cache(maxsize=64)
 def savgol_coefficients(window: int, order: int) -> np.ndarray:
     """Weights of the centre sample of a least-squares polynomial fit (Savitzky-Golay)."""
     half = window // 2

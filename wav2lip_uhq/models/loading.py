@@ -177,8 +177,13 @@ def load_model(
         raise CheckpointError(
             f"{path}: this is a {arch.kind} checkpoint ({arch.img_size} px), a {kind} model is needed"
         )
-    model = arch.build()
-    model.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent (checked above)
+    with torch.device("meta"):  # no random init of weights that are replaced right away
+        model = arch.build()
+    full = model.state_dict()
+    for k in full:  # BatchNorm counters absent from old checkpoints: start at 0
+        if k not in state and k.endswith("num_batches_tracked"):
+            state[k] = torch.zeros((), dtype=torch.long)
+    model.load_state_dict(state, strict=True, assign=True)
     model.architecture = arch  # type: ignore[attr-defined]
     model.eval().to(device)
     if dtype is not None:
