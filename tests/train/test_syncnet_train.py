@@ -38,3 +38,22 @@ def test_full_size_syncnet_checkpoint_loads_in_engine(tmp_path, dataset):
     model = load_model(tmp_path / "latest.pth", kind="syncnet")
     assert model.architecture.name == "syncnet_96"
     assert list((tmp_path / "logs" / "tensorboard").iterdir())
+
+
+def test_syncnet_384_family_trains_at_288_and_loads_in_engine(tmp_path, dataset):
+    """The 288 fork's SyncNet_color_384 (1024-d) trains on a 288 px cache; the engine loads it."""
+    from train.data import build_cache
+    from train.preprocess import list_preprocessed
+    from wav2lip_uhq.models import load_model
+
+    entries = list_preprocessed(dataset["pre"])[:6]
+    cache = tmp_path / "cache288"
+    build_cache(dataset["pre"], entries, cache, 288)
+    lists = tmp_path / "list.txt"
+    lists.write_text("".join(e + "\n" for e in entries))
+    cfg = SyncNetConfig(cache=str(cache), train_list=str(lists), val_list=str(lists), img_size=288,
+                        checkpoint_dir=str(tmp_path / "ck"), batch_size=2, max_steps=1, eval_interval=1,
+                        eval_batches=1, checkpoint_interval=1, num_workers=0, resume="none", tensorboard=False)
+    train(cfg)
+    model = load_model(tmp_path / "ck" / "latest.pth", kind="syncnet")
+    assert model.architecture.name == "syncnet_288" and model.embedding_dim == 1024

@@ -78,3 +78,25 @@ def test_resume_after_kill_matches_uninterrupted_run(dataset, expert, tmp_path):
     assert (killed / "disc_checkpoint_step000000004.pth").is_file()
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [192, 256, 288])
+def test_higher_resolution_generator_trains_and_loads_in_engine(dataset, expert, tmp_path, size):
+    """One step with the visual-quality discriminator and the sync loss at 192/256/288 px (a cache
+    built at that size); the checkpoint loads in the engine as that architecture."""
+    from train.data import build_cache
+    from train.preprocess import list_preprocessed
+    from wav2lip_uhq.models import load_model
+
+    entries = list_preprocessed(dataset["pre"])[:8]
+    cache = tmp_path / f"cache{size}"
+    build_cache(dataset["pre"], entries, cache, size)
+    lists = tmp_path / "list.txt"
+    lists.write_text("".join(e + "\n" for e in entries))
+    ck = tmp_path / "ck"
+    train(_cfg(dataset, ck, cache=str(cache), train_list=str(lists), val_list=str(lists), img_size=size,
+               batch_size=1, max_steps=1, eval_interval=1, checkpoint_interval=1, disc=True,
+               syncnet_checkpoint=str(expert), sync_schedule="constant"))
+    model = load_model(ck / "latest.pth", kind="wav2lip")
+    assert model.architecture.name == f"wav2lip_{size}"
+    assert load_model(ck / "disc_checkpoint_step000000001.pth", kind="disc_qual").architecture.img_size == size
