@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .errors import CheckpointError
+from .regions import crop_padded, square_around
 
 if TYPE_CHECKING:
     from torch import nn
@@ -312,23 +313,6 @@ class FaceParser:
 # ---------------------------------------------------------------------------- masks
 
 
-def _square_crop(roi: Box, margin: float) -> Box:
-    """The square around ``roi``: its longer side plus ``margin`` of it on each side (may leave the frame)."""
-    x1, y1, x2, y2 = roi
-    side = round(max(x2 - x1, y2 - y1) * (1 + 2 * margin))
-    sx, sy = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
-    return sx, sy, sx + side, sy + side
-
-
-def _extract(frame: np.ndarray, crop: Box) -> np.ndarray:
-    """``frame[crop]``, the parts outside the frame filled by replicating its border."""
-    h, w = frame.shape[:2]
-    x1, y1, x2, y2 = crop
-    inner = frame[max(y1, 0) : min(y2, h), max(x1, 0) : min(x2, w)]
-    pads = (max(-y1, 0), max(y2 - h, 0), max(-x1, 0), max(x2 - w, 0))
-    return cv2.copyMakeBorder(inner, *pads, cv2.BORDER_REPLICATE) if any(pads) else inner.copy()
-
-
 def occlusion_mask(labels: np.ndarray, keep: Sequence[int] = KEEP, soften_px: float = 3.0) -> np.ndarray:
     """float32 (H, W) in [0, 1]: 1 where a ``keep`` class is visible, 0 elsewhere (hair, hands and
     other occluders, which the parser sees as background inside the face, glasses, cloth, ...).
@@ -370,11 +354,11 @@ def parsing_masks_for_rois(
         x1, y1, x2, y2 = (int(v) for v in roi)
         if x2 <= x1 or y2 <= y1:
             raise ValueError(f"empty roi {roi}")
-        jobs.append((i, (x1, y1, x2, y2), _square_crop((x1, y1, x2, y2), margin)))
+        jobs.append((i, (x1, y1, x2, y2), square_around((x1, y1, x2, y2), margin)))
     out: list[np.ndarray | None] = [None] * len(frames)
     if not jobs:
         return out
-    labels = parser.parse([_extract(frames[i], crop) for i, _, crop in jobs])
+    labels = parser.parse([crop_padded(frames[i], crop) for i, _, crop in jobs])
     for (i, (x1, y1, x2, y2), (cx, cy, _, _)), lab in zip(jobs, labels):
         mask = occlusion_mask(lab, keep, soften_px)
         out[i] = np.ascontiguousarray(mask[y1 - cy : y2 - cy, x1 - cx : x2 - cx])

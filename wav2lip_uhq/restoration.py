@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .errors import CheckpointError
+from .regions import crop_padded, square_around
 
 if TYPE_CHECKING:
     import torch
@@ -364,21 +365,7 @@ def blend(original: np.ndarray, restored: np.ndarray, weight: np.ndarray | float
 def face_crop(box: Box, margin: float = 0.3) -> Box:
     """The square restoration crop around ``box``: its longer side plus ``margin`` of it on each
     side (the framing of the aligned faces these networks were trained on). May leave the frame."""
-    x1, y1, x2, y2 = box
-    side = round(max(x2 - x1, y2 - y1) * (1 + 2 * margin))
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    sx, sy = round(cx - side / 2), round(cy - side / 2)
-    return sx, sy, sx + side, sy + side
-
-
-def _extract(frame: np.ndarray, crop: Box) -> np.ndarray:
-    """``frame[crop]``, the parts outside the frame filled by replicating its border (keeps the
-    face square and undistorted at the frame's edge)."""
-    h, w = frame.shape[:2]
-    x1, y1, x2, y2 = crop
-    inner = frame[max(y1, 0) : min(y2, h), max(x1, 0) : min(x2, w)]
-    pads = (max(-y1, 0), max(y2 - h, 0), max(-x1, 0), max(x2 - w, 0))
-    return cv2.copyMakeBorder(inner, *pads, cv2.BORDER_REPLICATE) if any(pads) else inner.copy()
+    return square_around(box, margin)
 
 
 def restore_regions(
@@ -419,7 +406,7 @@ def restore_regions(
     if not jobs:
         return list(frames)
 
-    restored = restorer.restore([_extract(frames[i], crop) for i, _, crop, _ in jobs])
+    restored = restorer.restore([crop_padded(frames[i], crop) for i, _, crop, _ in jobs])
     for (i, (x1, y1, x2, y2), (cx, cy, _, _), mask), face in zip(jobs, restored):
         region = frames[i][y1:y2, x1:x2]
         inside = face[y1 - cy : y2 - cy, x1 - cx : x2 - cx]

@@ -15,6 +15,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from ..regions import crop_padded
+
 DEFAULT_PROMPT = (
     "photo of a person speaking, natural lips, detailed mouth, realistic teeth, sharp focus, "
     "skin texture, high quality"
@@ -147,11 +149,7 @@ def _window(frame_shape, box: CropBox) -> tuple[int, int, int, int]:
 
 def extract_square(frame: np.ndarray, box: CropBox) -> np.ndarray:
     """The box's pixels resized to the working size (edges replicated past the frame)."""
-    fx1, fy1, fx2, fy2 = _window(frame.shape, box)
-    part = frame[fy1:fy2, fx1:fx2]
-    pads = (fy1 - box.y, box.y + box.side - fy2, fx1 - box.x, box.x + box.side - fx2)
-    if any(pads):
-        part = cv2.copyMakeBorder(part, *pads, cv2.BORDER_REPLICATE)
+    part = crop_padded(frame, (box.x, box.y, box.x + box.side, box.y + box.side))
     interp = cv2.INTER_AREA if box.side > box.size else cv2.INTER_CUBIC
     return cv2.resize(part, (box.size, box.size), interpolation=interp)
 
