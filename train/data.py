@@ -106,9 +106,9 @@ def compute_mel(wav_path: Path) -> np.ndarray:
     wav, sr = sf.read(str(wav_path), dtype="float32", always_2d=True)
     wav = wav.mean(axis=1)
     if sr != 16000:
-        from .media import read_audio
+        from wav2lip_uhq.audio import load_audio
 
-        wav = read_audio(wav_path)
+        wav = load_audio(wav_path)
     return np.ascontiguousarray(melspectrogram(wav).T)
 
 

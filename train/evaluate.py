@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from wav2lip_uhq.audio import load_audio
+
 from .lse import load_lse_model, lse_scores
-from .media import iter_video_frames, read_audio
+from .media import iter_video_frames
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def run_eval(args) -> dict:
         frames = list(iter_video_frames(v, 25.0))
         if args.crop == "detect":
             frames = _face_crops(frames, args.detector, str(device))
-        r = lse_scores(model, frames, read_audio(v), args.vshift, device=device)
+        r = lse_scores(model, frames, load_audio(v), args.vshift, device=device)
         results["videos"][str(v)] = {"offset": r.offset, "lse_d": r.lse_d, "lse_c": r.lse_c}
         log.info("%s: LSE-D %.3f LSE-C %.3f offset %d", v, r.lse_d, r.lse_c, r.offset)
     gen_feats, gt_feats = [], []

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from wav2lip_uhq import video as engine_video
-from wav2lip_uhq.audio import SAMPLE_RATE, load_audio
+from wav2lip_uhq.audio import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ def iter_video_frames(path: str | Path, fps: float | None = 25.0) -> Iterator[np
         while k / fps < end - 1e-9:
             yield prev
             k += 1
-
-
-def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 audio at ``sr`` (the engine's loader: any FFmpeg-readable file)."""
-    return load_audio(path, sr)
 
 
 def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:

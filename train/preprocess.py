@@ -29,10 +29,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from wav2lip_uhq.audio import load_audio
 from wav2lip_uhq.errors import InputError
 
 from . import FPS
-from .media import iter_video_frames, read_audio, write_wav
+from .media import iter_video_frames, write_wav
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            wav = read_audio(video)
+            wav = load_audio(video)
         except (InputError, OSError, ValueError, RuntimeError) as exc:  # no audio stream, silent, unreadable
             return VideoResult(name, "skipped", f"audio: {exc}")
         detector = _detector(cfg)

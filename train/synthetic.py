@@ -135,9 +135,9 @@ def make_dataset(
     photo = astronaut()
     speech = None
     if speech_path is not None:
-        from .media import read_audio
+        from wav2lip_uhq.audio import load_audio
 
-        speech = read_audio(speech_path, sr)
+        speech = load_audio(speech_path, sr)
     root = Path(root)
     paths = []
     for s in range(speakers):

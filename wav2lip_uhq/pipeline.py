@@ -23,7 +23,7 @@ import numpy as np
 from . import audio as audio_mod
 from .cache import DetectionCache, LandmarkCache, default_cache_dir, file_digest
 from .checkpoints import resolve_checkpoint
-from .compositing import BlendOptions, Placement, eye_angle, extract_crop, make_compositor
+from .compositing import BlendOptions, Placement, extract_crop, eye_angle, make_compositor
 from .config import FrameOptions, RunConfig
 from .errors import Cancelled, InputError, NoFaceError, OutputError, Wav2LipUHQError
 from .faces import create_detector

@@ -162,12 +162,6 @@ def iter_frames(path: str | Path, limit: int | None = None) -> Iterator[np.ndarr
         raise InputError(f"{path}: no video frame could be decoded (corrupt or truncated file)")
 
 
-def decode_audio(path: str | Path, sr: int | None = None) -> np.ndarray | AudioTrack:
-    """Decode the first audio stream. With ``sr``: mono float32 at ``sr``; else the AudioTrack."""
-    track = read_audio_track(path)
-    return track.mono(sr) if sr else track
-
-
 def read_audio_track(path: str | Path) -> AudioTrack:
     import av
 
