@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,22 @@ def prune_step_checkpoints(checkpoint_dir: Path, keep: int, prefix: str = "check
     for p in files[:-keep]:
         with contextlib.suppress(OSError):
             p.unlink()
+
+
+def publish_copy(src: Path, dst: Path) -> Path:
+    """Make ``dst`` the same file as ``src`` (a hard link, so ``latest.pth`` costs no disk), atomically.
+
+    Falls back to a copy where the filesystem has no hard links. Pruning ``src`` later leaves ``dst`` intact.
+    """
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+    return dst
 
 
 def save_model_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,

@@ -33,6 +33,7 @@ from .runtime import (
     find_resume,
     load_training_checkpoint,
     prune_step_checkpoints,
+    publish_copy,
     rng_state,
     save_model_checkpoint,
     set_rng_state,
@@ -238,17 +239,22 @@ def train(cfg: SyncNetConfig) -> dict:
                 runlog.scalars(step, "train", {"loss": running / n, "samples_per_s": rate})
                 log.info("step %d  loss %.4f  %.1f samples/s", step, running / n, rate)
                 running, seen, t0 = 0.0, 0, time.time()
+            new_best = False
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
                 last_eval = evaluate(model, val_ds, micro, cfg.eval_batches, d, amp, dtype, cfg.batch_size)
                 runlog.scalars(step, "eval", {"loss": last_eval})
                 log.info("step %d  eval loss %.4f (chance 0.693)", step, last_eval)
                 if last_eval < best:
-                    best = last_eval
-                    save(ckdir / BEST)
-            if step % cfg.checkpoint_interval == 0 or step == cfg.max_steps:
+                    best, new_best = last_eval, True
+            checkpoint_now = step % cfg.checkpoint_interval == 0 or step == cfg.max_steps
+            if new_best and not checkpoint_now:
+                save(ckdir / BEST)
+            if checkpoint_now:
                 save(ckdir / step_name(step))
-                save(ckdir / LATEST)
-                if d.is_main:
+                if d.is_main:  # latest (and a new best) are links to the step file, not copies
+                    publish_copy(ckdir / step_name(step), ckdir / LATEST)
+                    if new_best:
+                        publish_copy(ckdir / step_name(step), ckdir / BEST)
                     prune_step_checkpoints(ckdir, cfg.keep_checkpoints)
             if cfg.target_loss is not None and last_eval is not None and last_eval <= cfg.target_loss:
                 log.info("eval loss %.4f reached the target %.4f: stopping", last_eval, cfg.target_loss)

@@ -49,6 +49,7 @@ from .runtime import (
     find_resume,
     load_training_checkpoint,
     prune_step_checkpoints,
+    publish_copy,
     rng_state,
     save_model_checkpoint,
     set_rng_state,
@@ -372,6 +373,7 @@ def train(cfg: Wav2LipConfig) -> dict:
                 running, seen, t0 = {}, 0, time.time()
             if d.is_main and cfg.sample_interval and step % cfg.sample_interval == 0:
                 runlog.image(step, "samples", sample_grid(x, g, y), ckdir / "samples" / f"samples_step{step:09d}.jpg")
+            new_best = False
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
                 last_eval = evaluate()
                 runlog.scalars(step, "eval", last_eval)
@@ -380,12 +382,16 @@ def train(cfg: Wav2LipConfig) -> dict:
                     schedule.after_eval(last_eval["sync"])
                 score = last_eval["sync"] if (expert is not None and schedule.on) else last_eval["l1"]
                 if score < best:
-                    best = score
-                    save(ckdir / BEST)
-            if step % cfg.checkpoint_interval == 0 or step == cfg.max_steps:
+                    best, new_best = score, True
+            checkpoint_now = step % cfg.checkpoint_interval == 0 or step == cfg.max_steps
+            if new_best and not checkpoint_now:
+                save(ckdir / BEST)
+            if checkpoint_now:
                 save(ckdir / step_name(step), with_disc_file=True)
-                save(ckdir / LATEST)
-                if d.is_main:
+                if d.is_main:  # latest (and a new best) are links to the step file, not copies
+                    publish_copy(ckdir / step_name(step), ckdir / LATEST)
+                    if new_best:
+                        publish_copy(ckdir / step_name(step), ckdir / BEST)
                     prune_step_checkpoints(ckdir, cfg.keep_checkpoints)
                     prune_step_checkpoints(ckdir, cfg.keep_checkpoints, prefix="disc_checkpoint")
     finally:

@@ -55,7 +55,7 @@ def test_generator_l1_decreases_and_engine_loads(dataset, tmp_path):
 
 def test_resume_after_kill_matches_uninterrupted_run(dataset, expert, tmp_path):
     kw = {"max_steps": 4, "eval_interval": 100, "checkpoint_interval": 2, "disc": True, "syncnet_checkpoint": str(expert),
-              "sync_schedule": "step:1"}
+              "sync_schedule": "step:1", "keep_checkpoints": 1}
     full = tmp_path / "full"
     train(_cfg(dataset, full, **kw))
     ref = {m["step"]: m for m in read_metrics(full / "logs") if m["split"] == "train"}
@@ -76,6 +76,10 @@ def test_resume_after_kill_matches_uninterrupted_run(dataset, expert, tmp_path):
     assert a["global_step"] == b["global_step"] == 4
     assert b["train_state"]["sync_schedule"]["on"]
     assert (killed / "disc_checkpoint_step000000004.pth").is_file()
+    # keep_checkpoints=1 prunes older step files; latest.pth is the newest one, not a second copy on disk
+    assert sorted(p.name for p in killed.glob("*checkpoint_step*.pth")) == [
+        "checkpoint_step000000004.pth", "disc_checkpoint_step000000004.pth"]
+    assert os.path.samefile(killed / "latest.pth", killed / "checkpoint_step000000004.pth")
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-4, atol=1e-5)
 
