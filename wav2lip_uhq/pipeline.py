@@ -13,9 +13,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -203,8 +204,11 @@ def draw_debug(frame: np.ndarray, placement: Placement | None, alpha: np.ndarray
 class LipSyncPipeline:
     """Holds loaded models between runs (the UI reuses one instance)."""
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(self, device: str = "auto", refiner_factory: Callable[[Any, str], Any] | None = None) -> None:
+        """``refiner_factory(refine_options, device)`` replaces the diffusers refiner for ``uhq``
+        (the WebUI passes one that refines with its own loaded SD model)."""
         self.device = resolve_device(device)
+        self.refiner_factory = refiner_factory
         self._models: dict[tuple, object] = {}
 
     def _cached(self, key: tuple, build: Callable[[], object]):
@@ -298,9 +302,11 @@ class LipSyncPipeline:
         """Mode "uhq": the diffusers refiner (SD checkpoint + ControlNets), kept between runs."""
         if config.mode != "uhq":
             return None
+        r = config.refine
+        if self.refiner_factory is not None:  # the host's model: nothing to load or cache here
+            return self.refiner_factory(r, device)
         from .refine import create_refiner
 
-        r = config.refine
         files = (
             [r.checkpoint] + [c.model for c in r.controlnets] + [p for p, _ in r.loras] + list(r.embeddings)
         )

@@ -7,11 +7,14 @@ batches. torch is imported only when the first job or preview starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,12 +107,17 @@ class UIRunner:
         cache_dir: str | Path | None = None,
         device: str = "auto",
         pipeline: Any = None,
+        job_context: Callable[[Job], AbstractContextManager[Callable[[], bool] | None]] | None = None,
     ) -> None:
+        """``job_context(job)`` wraps the model work of every job and preview; a host uses it to
+        hold its GPU lock and report progress (the WebUI: ``queue_lock`` + ``shared.state``). What
+        it yields, if callable, is polled as a second cancel flag (the host's Interrupt button)."""
         self.results_dir = Path(results_dir)
         self.models_dir = Path(models_dir) if models_dir else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.device = device
         self._pipeline = pipeline
+        self.job_context = job_context
         self._lock = threading.Lock()
         self.job: Job | None = None  # the current or last job
 
@@ -146,13 +154,23 @@ class UIRunner:
         return True
 
     # -- jobs ----------------------------------------------------------------------------------
-    def _acquire(self) -> None:
-        if not self._lock.acquire(blocking=False):
+    def _acquire(self, wait: bool = False) -> None:
+        if not self._lock.acquire(blocking=wait):
             raise RunnerBusy("another lip-sync job is running; wait for it or press Interrupt")
 
-    def start(self, config: RunConfig) -> Job:
-        """Start ``config`` in a background thread; raises ``RunnerBusy`` if a job is running."""
-        self._acquire()
+    @contextlib.contextmanager
+    def _host(self, job: Job):
+        """The host's context around model work; yields the combined cancel check."""
+        with self.job_context(job) if self.job_context else contextlib.nullcontext() as host_cancel:
+            if callable(host_cancel):
+                yield lambda: job.cancel_event.is_set() or bool(host_cancel())
+            else:
+                yield job.cancel_event.is_set
+
+    def start(self, config: RunConfig, wait: bool = False) -> Job:
+        """Start ``config`` in a background thread. A running job makes this raise ``RunnerBusy``,
+        or, with ``wait``, block until it has finished (API jobs queue up behind UI jobs)."""
+        self._acquire(wait)
         job = Job(config)
         self.job = job
 
@@ -160,7 +178,10 @@ class UIRunner:
             try:
                 if job.cancel_event.is_set():
                     raise Cancelled("cancelled before the start")
-                job.result = self.pipeline.run(config, progress=job.progress, cancel=job.cancel_event.is_set)
+                with self._host(job) as cancel:
+                    if cancel():
+                        raise Cancelled("cancelled before the start")
+                    job.result = self.pipeline.run(config, progress=job.progress, cancel=cancel)
                 try:
                     job.settings_path = write_settings(config, job.result.output)
                 except OSError as exc:  # the video is there; the settings are a bonus
@@ -191,7 +212,8 @@ class UIRunner:
         """(result, overlay) of one frame, RGB uint8."""
         self._acquire()
         try:
-            result, overlay = self.pipeline.preview(config, frame_index)
+            with self._host(Job(config)):
+                result, overlay = self.pipeline.preview(config, frame_index)
         finally:
             self._lock.release()
         return np.ascontiguousarray(result[:, :, ::-1]), np.ascontiguousarray(overlay[:, :, ::-1])
