@@ -40,7 +40,8 @@ REQUIREMENTS: list[tuple[str, str, str, str, str]] = [
     ("face-alignment", "face_alignment", "1.4", "", "S3FD face detector, FAN landmarks"),
     ("dlib-bin|dlib", "dlib", "19.24", "", "dlib face detector and landmarks"),
     ("face_recognition_models", "face_recognition_models", "0.3", "", "dlib model files"),
-    ("spandrel", "spandrel", "0.4.2", "0.5", "face restoration and super-resolution (enhanced mode)"),
+    # 0.3.4: A1111 1.10 and Forge pin it (a WebUI pinning a version out of these bounds keeps it: main())
+    ("spandrel", "spandrel", "0.3.4", "0.5", "face restoration and super-resolution (enhanced mode)"),
 ]
 
 # Packages the WebUI pins for itself: never installed, upgraded or replaced by this script, even as a

@@ -9,6 +9,9 @@ its cost scales with the number of faces, not the frame size.
 Value ranges: spandrel's call API promises [0, 1] in and out, but its GFPGAN and CodeFormer
 wrappers pass the image straight to the network, which (like RestoreFormer) was trained on
 [-1, 1] input and output. We therefore call the face networks ourselves, in [-1, 1].
+
+Works with spandrel 0.3.4 (pinned by AUTOMATIC1111 1.10 and Forge) and 0.4.x; see
+"spandrel versions" below.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +31,7 @@ from .regions import crop_padded, square_around
 
 if TYPE_CHECKING:
     import torch
-    from spandrel import ArchSupport, ImageModelDescriptor
+    from spandrel import ArchRegistry, ArchSupport, ImageModelDescriptor
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,34 @@ _FACE_SIZE = {"CodeFormer": 512, "RestoreFormer": 512}
 Box = tuple[int, int, int, int]
 
 
+# ---------------------------------------------------------------------------- spandrel versions
+# The WebUIs pin spandrel 0.3.4 (and reinstall it on every start); pip installs get 0.4.x. Both
+# have the same networks, descriptors, registry and state-dict canonicalisation; what differs is
+# handled here, by feature detection:
+# - GFPGAN's network class is exported as ``GFPGAN`` from 0.4 on; 0.3 exports it under its own
+#   name, ``GFPGANv1Clean`` (the same class, module path aside).
+# - ``ArchRegistry.add(..., ignore_duplicates=True)`` is new in 0.4 (0.3 raises on a duplicate id):
+#   duplicates are left out by id instead. They occur in the WebUI, which adds
+#   spandrel-extra-arches to spandrel's main registry itself.
+
+
+def _gfpgan_class() -> type[torch.nn.Module]:
+    """spandrel's GFPGANv1Clean network class."""
+    from spandrel.architectures import GFPGAN as gfpgan_arch
+
+    return getattr(gfpgan_arch, "GFPGAN", None) or gfpgan_arch.GFPGANv1Clean
+
+
+def _add_missing(registry: ArchRegistry, supports: Iterable[ArchSupport]) -> None:
+    """Add the architectures whose id ``registry`` lacks (the ones it has are kept)."""
+    registry.add(*(s for s in supports if s.architecture.id not in registry))
+
+
 # ---------------------------------------------------------------------------- loading
 
 
 @functools.lru_cache(maxsize=1)
-def _registry():
+def _registry() -> ArchRegistry:
     """spandrel's registry plus spandrel-extra-arches (CodeFormer) when installed, without
     touching spandrel's global registry."""
     from spandrel import MAIN_REGISTRY
@@ -53,7 +79,7 @@ def _registry():
         import spandrel_extra_arches  # type: ignore[import-not-found]
     except ImportError:
         return registry
-    registry.add(*spandrel_extra_arches.EXTRA_REGISTRY, ignore_duplicates=True)
+    _add_missing(registry, spandrel_extra_arches.EXTRA_REGISTRY)
     return registry
 
 
@@ -104,8 +130,8 @@ def _count(state: dict, prefix: str) -> int:
 def gfpgan_hyperparameters(state: dict) -> dict:
     """GFPGANv1Clean constructor arguments read from the weights (spandrel assumes 512 px)."""
     import torch
-    from spandrel.architectures.GFPGAN import GFPGAN
 
+    gfpgan = _gfpgan_class()
     n_style = state["stylegan_decoder.style_mlp.1.weight"].shape[0]
     params = {
         "out_size": 2 ** (_count(state, "conv_body_down") + 2),
@@ -119,7 +145,7 @@ def gfpgan_hyperparameters(state: dict) -> dict:
     have = {k: tuple(v.shape) for k, v in state.items()}
     for multiplier in (2, 1, 4):  # not stored anywhere: the one whose shapes match
         with torch.device("meta"):
-            model = GFPGAN(channel_multiplier=multiplier, **params)
+            model = gfpgan(channel_multiplier=multiplier, **params)
         if {k: tuple(v.shape) for k, v in model.state_dict().items()} == have:
             return {**params, "channel_multiplier": multiplier}
     raise ValueError(f"no GFPGAN layout matches these weights (read {params})")
@@ -127,13 +153,12 @@ def gfpgan_hyperparameters(state: dict) -> dict:
 
 def _load_gfpgan_any_size(path: str | Path, state: dict, support: ArchSupport) -> ImageModelDescriptor:
     from spandrel import ImageModelDescriptor, SizeRequirements
-    from spandrel.architectures.GFPGAN import GFPGAN
 
     try:
         params = gfpgan_hyperparameters(state)
     except (KeyError, IndexError, ValueError) as exc:
         raise CheckpointError(f"{path}: looks like a GFPGAN model but its layout is unknown ({exc})") from exc
-    model = GFPGAN(**params)
+    model = _gfpgan_class()(**params)
     return ImageModelDescriptor(
         model,
         state,
