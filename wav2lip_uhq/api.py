@@ -157,7 +157,8 @@ def parse_request(payload: Any, policy: ApiPolicy, runner: UIRunner, job_id: str
         raise ApiError(400, "the request body must be a JSON object")
     unknown = set(payload) - set(REQUEST_KEYS) - {"wait"}
     if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(REQUEST_KEYS)}")
+        allowed = ", ".join(REQUEST_KEYS)
+        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {allowed}, wait")
     settings = payload.get("settings") or {}
     if not isinstance(settings, Mapping):
         raise ApiError(400, "settings must be a JSON object of UI settings")
@@ -271,8 +272,8 @@ class JobQueue:
 
     def status(self) -> dict[str, Any]:
         states = [j.state for j in self.jobs.values()]
-        return {"busy": self.runner.busy, "queued": states.count("queued"), "running": states.count("running"),
-                "version": __version__}
+        return {"busy": self.runner.busy, "queued": states.count("queued"),
+                "running": states.count("running"), "version": __version__}
 
     def _work(self) -> None:
         while True:

@@ -332,8 +332,19 @@ def mode_change(mode: str) -> tuple[dict, dict, dict]:
 
 
 # -- the UI ---------------------------------------------------------------------------------------
-def build_ui(runner: UIRunner | None = None, *, need_sd_checkpoint: bool = True):
-    """The wav2lip-uhq UI as a ``gr.Blocks`` (the WebUI puts it in a tab, the app launches it)."""
+def build_ui(
+    runner: UIRunner | None = None,
+    *,
+    need_sd_checkpoint: bool = True,
+    defaults: Mapping[str, Any] | None = None,
+):
+    """The wav2lip-uhq UI as a ``gr.Blocks`` (the WebUI puts it in a tab, the app launches it).
+
+    ``defaults`` overrides initial values by ``DEFAULTS`` key (the WebUI's settings: mode, detector).
+    """
+    unknown = set(defaults or {}) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown UI defaults: {', '.join(sorted(unknown))}")
     import gradio as gr
 
     runner = runner or UIRunner()
@@ -354,7 +365,8 @@ def build_ui(runner: UIRunner | None = None, *, need_sd_checkpoint: bool = True)
     def recent_choices() -> list[str]:
         return [str(p) for p in runner.recent_results()]
 
-    d = DEFAULTS
+    d = {**DEFAULTS, **(defaults or {})}
+    shown = visibility_for_mode(d["mode"])
     with gr.Blocks(analytics_enabled=False) as demo:
         with gr.Row():
             with gr.Column():
@@ -409,7 +421,7 @@ def build_ui(runner: UIRunner | None = None, *, need_sd_checkpoint: bool = True)
                             elem_id=eid("box"),
                         )
                 with gr.Accordion(
-                    "Mask and blending", open=False, visible=True, elem_id=eid("mask_group")
+                    "Mask and blending", open=False, visible=shown["mask"], elem_id=eid("mask_group")
                 ) as mask_group:
                     with gr.Row():
                         comps["mask_region"] = gr.Radio(
@@ -462,7 +474,10 @@ def build_ui(runner: UIRunner | None = None, *, need_sd_checkpoint: bool = True)
                             elem_id=eid("silence"),
                         )
                 with gr.Accordion(
-                    "Restoration (enhanced)", open=True, visible=False, elem_id=eid("restore_group")
+                    "Restoration (enhanced)",
+                    open=True,
+                    visible=shown["restore"],
+                    elem_id=eid("restore_group"),
                 ) as restore_group:
                     comps["restorer"] = gr.Textbox(
                         value=d["restorer"],
@@ -492,7 +507,7 @@ def build_ui(runner: UIRunner | None = None, *, need_sd_checkpoint: bool = True)
                         elem_id=eid("upscaler"),
                     )
                 with gr.Accordion(
-                    "Refinement (uhq)", open=True, visible=False, elem_id=eid("refine_group")
+                    "Refinement (uhq)", open=True, visible=shown["refine"], elem_id=eid("refine_group")
                 ) as refine_group:
                     comps["sd_checkpoint"] = gr.Textbox(
                         value=d["sd_checkpoint"],

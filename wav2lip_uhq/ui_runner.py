@@ -48,6 +48,7 @@ class Job:
     error: BaseException | None = None
     settings_path: Path | None = None
     progress_log: list[tuple[str, int, int]] = field(default_factory=list)
+    on_progress: Callable[[str, int, int], None] | None = None  # a host's progress display
 
     @property
     def cancelled(self) -> bool:
@@ -57,6 +58,8 @@ class Job:
         self.stage, self.frames_done, self.frames_total = stage, int(done), int(total)
         if not self.progress_log or self.progress_log[-1][0] != stage or done >= total:
             self.progress_log.append((stage, int(done), int(total)))
+        if self.on_progress is not None:
+            self.on_progress(stage, int(done), int(total))
 
     def progress_text(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -107,6 +110,7 @@ class UIRunner:
         cache_dir: str | Path | None = None,
         device: str = "auto",
         pipeline: Any = None,
+        refiner_factory: Callable[[Any, str], Any] | None = None,
         job_context: Callable[[Job], AbstractContextManager[Callable[[], bool] | None]] | None = None,
     ) -> None:
         """``job_context(job)`` wraps the model work of every job and preview; a host uses it to
@@ -117,6 +121,7 @@ class UIRunner:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.device = device
         self._pipeline = pipeline
+        self.refiner_factory = refiner_factory
         self.job_context = job_context
         self._lock = threading.Lock()
         self.job: Job | None = None  # the current or last job
@@ -139,7 +144,7 @@ class UIRunner:
         if self._pipeline is None:
             from .pipeline import LipSyncPipeline  # imports torch
 
-            self._pipeline = LipSyncPipeline(self.device)
+            self._pipeline = LipSyncPipeline(self.device, refiner_factory=self.refiner_factory)
         return self._pipeline
 
     def progress_text(self) -> str:

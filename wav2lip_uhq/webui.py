@@ -1,0 +1,227 @@
+"""WebUI glue (AUTOMATIC1111 1.6+ and Forge): settings, the tab, the API routes, the host context.
+
+``scripts/wav2lip_uhq_extension.py`` only calls ``register()``. Everything the WebUI provides
+(``modules.*``, gradio) is imported inside functions, so this module imports anywhere and is
+tested against a fake of the WebUI's modules.
+
+Inside the WebUI every job (tab or API) runs through one ``UIRunner`` whose host context holds the
+WebUI's ``queue_lock`` (no txt2img/img2img runs on the GPU at the same time), reports progress to
+``shared.state`` (the WebUI's progress bar and Interrupt button work) and refines ``uhq`` mouths
+with the WebUI's loaded SD model instead of a second copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import MODES
+
+log = logging.getLogger(__name__)
+
+TAB_TITLE = "Wav2Lip UHQ"
+TAB_ID = "wav2lip_uhq"
+SECTION = ("wav2lip_uhq", "Wav2Lip UHQ")
+MODELS_SUBDIR = "Wav2Lip-UHQ"  # under the WebUI's models folder, never inside the extension
+OPT_MODELS_DIR = "wav2lip_uhq_models_dir"
+OPT_RESULTS_DIR = "wav2lip_uhq_results_dir"
+OPT_DEFAULT_MODE = "wav2lip_uhq_default_mode"
+OPT_DEFAULT_DETECTOR = "wav2lip_uhq_default_detector"
+OPT_ALLOW_DOWNLOAD = "wav2lip_uhq_allow_download"
+OPT_API_DIRS = "wav2lip_uhq_api_input_dirs"
+FLAG_MODELS_DIR = "wav2lip_uhq_models_dir"  # preload.py: --wav2lip-uhq-models-dir
+FLAG_CACHE_DIR = "wav2lip_uhq_cache_dir"
+FLAG_DEVICE = "wav2lip_uhq_device"
+
+
+def option(key: str, default: Any) -> Any:
+    """A setting's value; its default before the settings are registered (tests, early API)."""
+    from modules import shared
+
+    value = shared.opts.data.get(key, default)
+    return default if value is None else value
+
+
+def flag(name: str, default: Any = None) -> Any:
+    """A preload flag; ``default`` where preload did not run (tests, some Forge API paths)."""
+    from modules import shared
+
+    return getattr(shared.cmd_opts, name, None) or default
+
+
+@dataclass
+class HostPaths:
+    models_dir: Path
+    cache_dir: Path
+    results_dir: Path
+    uploads_dir: Path
+    api_dirs: tuple[Path, ...]
+
+
+def host_paths() -> HostPaths:
+    """Folders from the flags, then the settings, then the WebUI's own folders."""
+    from modules import paths
+
+    data = Path(getattr(paths, "data_path", "."))
+    models = flag(FLAG_MODELS_DIR) or option(OPT_MODELS_DIR, "") or Path(paths.models_path) / MODELS_SUBDIR
+    cache = flag(FLAG_CACHE_DIR) or data / "cache" / "wav2lip-uhq"
+    try:
+        from modules.paths_internal import default_output_dir
+    except ImportError:
+        default_output_dir = data / "outputs"
+    results = option(OPT_RESULTS_DIR, "") or Path(default_output_dir) / "wav2lip-uhq"
+    extra = str(option(OPT_API_DIRS, "") or "")
+    lines = [line.strip() for line in extra.replace(";", "\n").splitlines()]
+    api_dirs = tuple(Path(line).expanduser() for line in lines if line)
+    cache = Path(cache).expanduser()
+    return HostPaths(Path(models).expanduser(), cache, Path(results).expanduser(), cache / "api-uploads",
+                     api_dirs)
+
+
+@contextlib.contextmanager
+def webui_job(job):
+    """The host context of every job and preview: the queue lock, ``shared.state`` progress and
+    interrupt, memory cleanup afterwards."""
+    from modules import shared
+    from modules.call_queue import queue_lock
+
+    with queue_lock:
+        state = shared.state
+        state.begin(job="wav2lip_uhq")
+        state.job_count = 1
+
+        def report(stage: str, done: int, total: int) -> None:
+            state.textinfo = f"Wav2Lip UHQ: {stage}"
+            state.sampling_step, state.sampling_steps = done, max(total, 1)
+
+        job.on_progress = report
+        try:
+            yield lambda: bool(state.interrupted or getattr(state, "stopping_generation", False))
+        finally:
+            job.on_progress = None
+            state.end()
+            with contextlib.suppress(Exception):
+                from modules import devices
+
+                devices.torch_gc()
+
+
+def webui_refiner(options, device: str):
+    """``uhq`` refinement with the WebUI's loaded SD model and ControlNet extension. The job
+    already holds the queue lock (``webui_job``), so the refiner must not take it again."""
+    from .refine.webui_backend import WebUIRefiner
+
+    return WebUIRefiner(options, hold_queue_lock=False)
+
+
+class WebUIHost:
+    """One runner and one API job queue for the WebUI process."""
+
+    def __init__(self) -> None:
+        from .ui_runner import UIRunner
+
+        p = host_paths()
+        self.paths = p
+        self.runner = UIRunner(results_dir=p.results_dir, models_dir=p.models_dir, cache_dir=p.cache_dir,
+                               device=flag(FLAG_DEVICE, "auto"), refiner_factory=webui_refiner,
+                               job_context=webui_job)
+        self.jobs = None
+        self.policy = None
+
+    def refresh_paths(self) -> None:
+        """Settings changed: the next job (tab or API) uses the new folders."""
+        p = self.paths = host_paths()
+        self.runner.results_dir, self.runner.models_dir, self.runner.cache_dir = (
+            p.results_dir, p.models_dir, p.cache_dir)
+        if self.policy is not None:  # the routes hold this object: update it in place
+            new = self.api_policy()
+            self.policy.__dict__.update(new.__dict__)
+
+    def ui_defaults(self) -> dict[str, Any]:
+        return {
+            "mode": option(OPT_DEFAULT_MODE, "improved"),
+            "detector": option(OPT_DEFAULT_DETECTOR, "s3fd"),
+            "allow_download": bool(option(OPT_ALLOW_DOWNLOAD, True)),
+        }
+
+    def api_policy(self):
+        from .api import ApiPolicy
+
+        p = self.paths
+        return ApiPolicy(results_dir=p.results_dir, uploads_dir=p.uploads_dir, allowed_dirs=p.api_dirs,
+                         models_dir=p.models_dir)
+
+
+_host: WebUIHost | None = None
+_host_lock = threading.Lock()
+
+
+def host() -> WebUIHost:
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = WebUIHost()
+        return _host
+
+
+# -- callbacks -----------------------------------------------------------------------------------
+def on_ui_settings() -> None:
+    import gradio as gr
+    from modules import shared
+
+    def add(key: str, info) -> None:
+        shared.opts.add_option(key, info)
+
+    section = SECTION
+    refresh = lambda: host().refresh_paths()  # noqa: E731 - settings onchange takes no arguments
+    add(OPT_MODELS_DIR, shared.OptionInfo(
+        "", f"Models folder (empty: models/{MODELS_SUBDIR})", section=section, onchange=refresh))
+    add(OPT_RESULTS_DIR, shared.OptionInfo(
+        "", "Results folder (empty: outputs/wav2lip-uhq)", section=section, onchange=refresh))
+    add(OPT_DEFAULT_MODE, shared.OptionInfo(
+        "improved", "Default mode", gr.Radio, {"choices": list(MODES)}, section=section).needs_reload_ui())
+    add(OPT_DEFAULT_DETECTOR, shared.OptionInfo(
+        "s3fd", "Default face detector", gr.Radio, {"choices": ["s3fd", "dlib"]}, section=section
+    ).needs_reload_ui())
+    add(OPT_ALLOW_DOWNLOAD, shared.OptionInfo(
+        True, "Download missing released models (Wav2Lip, S3FD, FAN, GFPGAN) into the models folder",
+        section=section).needs_reload_ui())
+    add(OPT_API_DIRS, shared.OptionInfo(
+        "", "API: server folders that requests may read media from by path (one per line)", gr.Textbox,
+        {"lines": 2}, section=section, onchange=refresh, restrict_api=True))
+
+
+def on_ui_tabs():
+    from .ui import build_ui
+
+    h = host()
+    h.refresh_paths()
+    demo = build_ui(h.runner, need_sd_checkpoint=False, defaults=h.ui_defaults())
+    return [(demo, TAB_TITLE, TAB_ID)]
+
+
+def on_app_started(demo, app) -> None:
+    """API routes; ``demo`` is None under ``--nowebui`` (API only), where they matter most."""
+    from .api import register_routes
+
+    h = host()
+    h.refresh_paths()
+    h.policy = h.policy or h.api_policy()
+    h.jobs = register_routes(app, h.runner, h.policy, need_sd_checkpoint=False, jobs=h.jobs)
+
+
+def register() -> None:
+    """Called once by the ``scripts/`` entry at WebUI start (and on "Reload UI")."""
+    from modules import script_callbacks
+
+    script_callbacks.on_ui_settings(on_ui_settings, name="wav2lip_uhq_settings")
+    script_callbacks.on_ui_tabs(on_ui_tabs, name="wav2lip_uhq_tab")
+    script_callbacks.on_app_started(on_app_started, name="wav2lip_uhq_api")
+
+
+__all__ = ["TAB_ID", "TAB_TITLE", "WebUIHost", "host", "host_paths", "on_app_started", "on_ui_settings",
+           "on_ui_tabs", "register", "webui_job"]
