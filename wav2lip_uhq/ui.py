@@ -331,6 +331,47 @@ def mode_change(mode: str) -> tuple[dict, dict, dict]:
     )
 
 
+def _gradio_major() -> int:
+    import gradio as gr
+
+    try:
+        return int(str(gr.__version__).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _pass_audio_file_through(component) -> None:
+    """Hand the uploaded audio file to the job as it is, on gradio 3.x and 4.x.
+
+    Their ``gr.Audio(type="filepath")`` decodes every upload with pydub and writes a new WAV:
+    without an ``ffmpeg``/``ffprobe`` on PATH (most WebUI installs) an mp3 or m4a fails in
+    gradio before the job starts. Our audio loader reads any format through PyAV, so it only
+    needs the uploaded file. gradio 5+ already passes the file through (``format=None``).
+    A clip trimmed in gradio 3's editor (crop_min/crop_max) still goes through gradio.
+    """
+    if _gradio_major() >= 5:
+        return
+    original = component.preprocess
+
+    def preprocess(payload):
+        if payload is None:
+            return None
+        if isinstance(payload, Mapping):  # gradio 3.x: {"name", "data", "is_file", "crop_min", "crop_max"}
+            name, data = payload.get("name"), payload.get("data")
+            if payload.get("crop_min", 0) not in (0, None) or payload.get("crop_max", 100) not in (100, None):
+                return original(payload)
+            if payload.get("is_file"):
+                if name and not str(name).startswith(("http:", "https:")):
+                    return component.make_temp_copy_if_needed(name)
+            elif isinstance(data, str) and data.startswith("data:"):  # an upload comes as a data URL
+                return component.base64_to_temp_file_if_needed(data, name)
+            return original(payload)
+        path = getattr(payload, "path", None)  # gradio 4.x: FileData, already in gradio's cache
+        return str(path) if path else original(payload)
+
+    component.preprocess = preprocess
+
+
 # -- the UI ---------------------------------------------------------------------------------------
 def build_ui(
     runner: UIRunner | None = None,
@@ -374,6 +415,7 @@ def build_ui(
                     label="Face: video or image", file_types=FACE_TYPES, elem_id=eid("face")
                 )
                 comps["audio"] = gr.Audio(label="Audio (speech)", type="filepath", elem_id=eid("audio"))
+                _pass_audio_file_through(comps["audio"])
                 with gr.Row():
                     comps["mode"] = gr.Dropdown(
                         list(MODES), value=d["mode"], label="Mode", elem_id=eid("mode")
