@@ -55,6 +55,7 @@ def test_tab_uses_the_webui_folders_and_settings(webui):
     assert isinstance(blocks, gr.Blocks) and title == "Wav2Lip UHQ" and elem_id == "wav2lip_uhq"
     comps = blocks.wav2lip_uhq_components
     assert comps["mode"].value == "enhanced" and comps["detector"].value == "dlib"
+    assert comps["sd_checkpoint"].visible is False  # uhq uses the WebUI's loaded checkpoint
     from wav2lip_uhq import webui as glue
 
     paths = glue.host().paths

@@ -555,6 +555,7 @@ def build_ui(
                         value=d["sd_checkpoint"],
                         label="Stable Diffusion 1.5 checkpoint (file or diffusers folder)",
                         elem_id=eid("sd_checkpoint"),
+                        visible=need_sd_checkpoint,  # the WebUI refines with its loaded checkpoint
                     )
                     comps["prompt"] = gr.Textbox(
                         value=d["prompt"], lines=2, label="Prompt", elem_id=eid("prompt")
@@ -584,7 +585,11 @@ def build_ui(
                         )
                     comps["controlnet"] = gr.Textbox(
                         value=d["controlnet"],
-                        label="ControlNet model (empty: none)",
+                        label=(
+                            "ControlNet model: file or folder (empty: none)"
+                            if need_sd_checkpoint
+                            else "ControlNet model, as in the ControlNet extension's list (empty: none)"
+                        ),
                         elem_id=eid("controlnet"),
                     )
                     with gr.Row():
