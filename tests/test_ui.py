@@ -218,9 +218,18 @@ def test_ui_run_handler_end_to_end(astronaut_png, speech_short, w2l_checkpoint, 
     values.update(face=str(astronaut_png), audio=str(speech_short), mode="fast", checkpoint=str(w2l_checkpoint),
                   box="80 200 170 280", batch_size=4)
     updates = list(fns[0](*[values[k] for k in UI_KEYS]))
-    status, video, settings, recent = updates[-1]
+    status, video, settings, recent, gallery = updates[-1]
     assert status.startswith("done:") and Path(video).is_file() and settings["mode"] == "fast"
     assert recent["value"] == video
+    [(thumb, caption)] = gallery["value"]  # the new result's first frame in the gallery
+    assert caption == Path(video).name and Path(thumb).is_file()
+    assert Path(tmp_path / "cache") in Path(thumb).parents  # not beside the results
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == sorted([Path(video).name, Path(video).name + ".json"])
+    select = [f.fn for f in _block_fns(demo) if getattr(f.fn, "__name__", "") == "on_gallery_select"]
+    import gradio as gr
+
+    picked = select[0](gr.SelectData(None, {"index": 0, "value": None}))
+    assert picked[0] == video and picked[1]["mode"] == "fast"
 
 
 def _block_fns(demo):

@@ -406,6 +406,13 @@ def build_ui(
     def recent_choices() -> list[str]:
         return [str(p) for p in runner.recent_results()]
 
+    gallery_videos: list[str] = []  # the videos behind the gallery's pictures, in order
+
+    def gallery_items() -> list[tuple[str, str]]:
+        items = runner.recent_gallery()
+        gallery_videos[:] = [video for _, _, video in items]
+        return [(thumb, caption) for thumb, caption, _ in items]
+
     d = {**DEFAULTS, **(defaults or {})}
     shown = visibility_for_mode(d["mode"])
     with gr.Blocks(analytics_enabled=False) as demo:
@@ -660,6 +667,9 @@ def build_ui(
                 status = gr.Textbox(value="idle", label="Progress", interactive=False, elem_id=eid("status"))
                 result_video = gr.Video(label="Result", interactive=False, elem_id=eid("result"))
                 settings_json = gr.JSON(label="Settings (saved as <result>.json)", elem_id=eid("settings"))
+                gallery = gr.Gallery(
+                    value=gallery_items(), label="Recent results", columns=4, elem_id=eid("gallery")
+                )
                 with gr.Row():
                     recent = gr.Dropdown(
                         recent_choices(), value=None, label="Recent results", elem_id=eid("recent")
@@ -702,13 +712,14 @@ def build_ui(
                 job = runner.start(config)
             except RunnerBusy as exc:
                 raise gr.Error(str(exc)) from None
+            unchanged = (gr.update(), gr.update(), gr.update(), gr.update())
             while not job.done.wait(0.5):
-                yield job.progress_text(), gr.update(), gr.update(), gr.update()
+                yield (job.progress_text(), *unchanged)
             if job.error is not None and not job.cancelled:
-                yield job.progress_text(), gr.update(), gr.update(), gr.update()
+                yield (job.progress_text(), *unchanged)
                 raise gr.Error(_message(job.error))
             if job.cancelled:
-                yield job.progress_text(), gr.update(), gr.update(), gr.update()
+                yield (job.progress_text(), *unchanged)
                 return
             out = str(job.result.output)
             yield (
@@ -716,9 +727,12 @@ def build_ui(
                 out,
                 load_settings(out),
                 gr.update(choices=recent_choices(), value=out),
+                gr.update(value=gallery_items()),
             )
 
-        run_btn.click(on_run, inputs=inputs, outputs=[status, result_video, settings_json, recent])
+        run_btn.click(
+            on_run, inputs=inputs, outputs=[status, result_video, settings_json, recent, gallery]
+        )
 
         def on_interrupt():
             return "interrupting..." if runner.cancel() else runner.progress_text()
@@ -729,7 +743,22 @@ def build_ui(
             choices = recent_choices()
             return gr.update(choices=choices, value=current if current in choices else None)
 
+        def on_refresh_gallery():
+            return gr.update(value=gallery_items())
+
         refresh_recent.click(on_refresh_recent, inputs=[recent], outputs=[recent])
+        refresh_recent.click(on_refresh_gallery, inputs=None, outputs=[gallery])
+
+        def on_gallery_select(evt):
+            index = evt.index if isinstance(evt.index, int) else evt.index[0]
+            if not 0 <= index < len(gallery_videos) or not Path(gallery_videos[index]).is_file():
+                return gr.update(), gr.update(), gr.update()
+            path = gallery_videos[index]
+            return path, load_settings(path), gr.update(choices=recent_choices(), value=path)
+
+        # gradio finds the event argument by its annotation: a real class, not a string
+        on_gallery_select.__annotations__ = {"evt": gr.SelectData}
+        gallery.select(on_gallery_select, inputs=None, outputs=[result_video, settings_json, recent])
 
         def on_recent(path):
             if not path:

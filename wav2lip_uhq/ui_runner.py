@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .cache import default_cache_dir
 from .config import RunConfig
 from .errors import Cancelled
 
@@ -235,6 +236,47 @@ class UIRunner:
         files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         return files[:limit]
 
+    def recent_gallery(self, limit: int = 12) -> list[tuple[str, str, str]]:
+        """(thumbnail, caption, video) for the newest results that have a thumbnail."""
+        items = []
+        for video in self.recent_results(limit):
+            thumb = thumbnail(video, self.cache_dir)
+            if thumb is not None:
+                items.append((str(thumb), video.name, str(video)))
+        return items
+
+
+def thumbnail(video: Path, cache_dir: Path | None, width: int = 256) -> Path | None:
+    """A JPEG of ``video``'s first frame for the recent-results gallery, cached under
+    ``cache_dir/thumbnails`` by path, size and modification time (results stay untouched)."""
+    import hashlib
+
+    try:
+        st = video.stat()
+        key = hashlib.sha1(f"{video.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+        folder = Path(cache_dir or default_cache_dir()) / "thumbnails"
+        path = folder / f"{key}.jpg"
+        if path.is_file():
+            return path
+        import cv2
+
+        from .video import iter_frames
+
+        frame = next(iter_frames(video, limit=1))
+        h, w = frame.shape[:2]
+        small = cv2.resize(frame, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+        folder.mkdir(parents=True, exist_ok=True)
+        ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            return None
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data.tobytes())
+        os.replace(tmp, path)
+        return path
+    except Exception as exc:  # noqa: BLE001 - a gallery picture is never worth failing for
+        log.warning("no thumbnail for %s: %s", video, exc)
+        return None
+
 
 def load_settings(output: str | Path) -> dict | None:
     """The settings saved next to a result, or None."""
@@ -245,4 +287,12 @@ def load_settings(output: str | Path) -> dict | None:
         return None
 
 
-__all__ = ["Job", "RunnerBusy", "UIRunner", "load_settings", "settings_path_for", "write_settings"]
+__all__ = [
+    "Job",
+    "RunnerBusy",
+    "UIRunner",
+    "load_settings",
+    "settings_path_for",
+    "thumbnail",
+    "write_settings",
+]
