@@ -204,21 +204,55 @@ def draw_debug(frame: np.ndarray, placement: Placement | None, alpha: np.ndarray
 class LipSyncPipeline:
     """Holds loaded models between runs (the UI reuses one instance)."""
 
-    def __init__(self, device: str = "auto", refiner_factory: Callable[[Any, str], Any] | None = None) -> None:
+    def __init__(
+        self, device: str = "auto", refiner_factory: Callable[[Any, str], Any] | None = None
+    ) -> None:
         """``refiner_factory(refine_options, device)`` replaces the diffusers refiner for ``uhq``
         (the WebUI passes one that refines with its own loaded SD model)."""
         self.device = resolve_device(device)
         self.refiner_factory = refiner_factory
         self._models: dict[tuple, object] = {}
+        self._models_lock = threading.Lock()  # the generator may load in a background thread
 
     def _cached(self, key: tuple, build: Callable[[], object]):
         """One loaded instance per kind of model; a new file or setting replaces the old one."""
         kind = key[0]
-        for k in [k for k in self._models if k[0] == kind and k != key]:
-            del self._models[k]
-        if key not in self._models:
-            self._models[key] = build()
-        return self._models[key]
+        with self._models_lock:
+            for k in [k for k in self._models if k[0] == kind and k != key]:
+                del self._models[k]
+            if key in self._models:
+                return self._models[key]
+        model = build()
+        with self._models_lock:
+            return self._models.setdefault(key, model)
+
+    def _preload_generator(self, config: RunConfig, device: str):
+        """Start loading a local generator checkpoint in the background (it overlaps audio decoding
+        and the landmark model's loading); None when it must be downloaded first or is bad: then
+        the normal path loads it and reports any problem in order."""
+        try:
+            path = resolve_checkpoint(config.checkpoint, config.models_dir, allow_download=False)
+        except Exception:  # noqa: BLE001 - missing or not yet downloaded: the main path says why
+            return None
+        precision = resolve_precision(config.precision, device, config.mode)
+        done: dict[str, object] = {}
+
+        def work():
+            try:
+                done["model"] = self.load_generator(path, device, precision)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller, in order
+                done["error"] = exc
+
+        thread = threading.Thread(target=work, name="wav2lip-uhq-load", daemon=True)
+        thread.start()
+
+        def result():
+            thread.join()
+            if "error" in done:
+                raise done["error"]  # type: ignore[misc]
+            return done["model"]
+
+        return result
 
     def load_generator(self, path: Path, device: str, precision: str = "fp32"):
         import torch
@@ -377,6 +411,7 @@ class LipSyncPipeline:
         comp = config.composite
 
         out = _output_path(config)
+        preloaded = self._preload_generator(config, device)
 
         report("reading audio", 0, 1)
         track_audio = read_audio_track(config.audio)
@@ -403,8 +438,11 @@ class LipSyncPipeline:
         timings["audio"] = time.perf_counter() - t_start
 
         report("loading models", 0, 1)
-        ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
-        model = self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
+        if preloaded is not None:
+            model = preloaded()
+        else:
+            ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
+            model = self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
         img_size = model.img_size
         dtype = next(model.parameters()).dtype
         detector = self._detector(config, device)
