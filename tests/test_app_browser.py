@@ -262,6 +262,13 @@ def test_app_in_browser_runs_and_plays(browser, tmp_path, w2l_checkpoint, astron
             assert stream.codec_context.name == "h264" and stream.codec_context.format.name == "yuv420p"
             assert container.streams.audio and (stream.width, stream.height) == (state["width"], state["height"])
         assert Path(f"{results[0]}.json").is_file()  # the settings saved beside it
+        # the recent-results gallery shows the new result's first frame, loaded by the browser
+        page.wait_for_function(
+            f"() => [...document.querySelectorAll('{PREFIX}gallery img')].some(i => i.naturalWidth > 0)",
+            timeout=30_000,
+        )
+        # the extension's script is loaded by the app too: the Run button carries its shortcut
+        assert page.get_attribute(f"{PREFIX}run", "aria-keyshortcuts"), "javascript/wav2lip_uhq.js not loaded"
         page.close()
 
 

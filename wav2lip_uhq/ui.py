@@ -786,15 +786,27 @@ def launch(
     runner: UIRunner | None = None,
 ) -> None:
     """The standalone app: ``build_ui()`` served on 127.0.0.1 (0.0.0.0 with ``listen``)."""
+    import inspect
+
+    from .cache import default_cache_dir
+
     runner = runner or UIRunner()
     demo = build_ui(runner)
     runner.results_dir.mkdir(parents=True, exist_ok=True)
+    thumbnails = Path(runner.cache_dir or default_cache_dir()) / "thumbnails"
+    extra: dict[str, Any] = {}
+    # The WebUI loads javascript/*.js itself; the app passes it in <head> (gradio 5+: launch(head=)).
+    script = Path(__file__).resolve().parents[1] / "javascript" / "wav2lip_uhq.js"
+    if script.is_file() and "head" in inspect.signature(demo.launch).parameters:
+        extra["head"] = f"<script>{script.read_text(encoding='utf-8')}</script>"
     demo.queue()  # generators (progress) need it in gradio 3.x; the default elsewhere
     demo.launch(
         server_name="0.0.0.0" if listen else "127.0.0.1",
         server_port=port,
         share=share,
-        allowed_paths=[str(runner.results_dir.resolve())],
+        # results and the gallery's thumbnails: the only files outside gradio's own folders it serves
+        allowed_paths=[str(runner.results_dir.resolve()), str(thumbnails.resolve())],
+        **extra,
     )
 
 
