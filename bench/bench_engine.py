@@ -67,6 +67,10 @@ def make_inputs(work: Path, seconds: float, height: int) -> tuple[Path, Path, Pa
 
 
 def worker(kind: str, video: str, audio: str, ckpt: str, box: list[int], out: str) -> dict:
+    if kind.startswith("ours"):  # the process set-up the CLI does (before torch loads)
+        from wav2lip_uhq.cli import configure_process
+
+        configure_process()
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,18 @@ def test_module_entry_point_and_light_import():
     code = "import sys, wav2lip_uhq, wav2lip_uhq.config, wav2lip_uhq.cli; print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "False", "importing the package or the CLI must not import torch"
+
+
+def test_cli_process_lets_openmp_wait_passively_unless_the_user_chose():
+    code = ("import os, sys; from wav2lip_uhq.cli import configure_process; configure_process(); "
+            "import torch; print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.stdout.strip() == "PASSIVE"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"})
+    assert res.stdout.strip() == "ACTIVE"
+    # inside a host that already loaded torch (the WebUI), nothing is changed
+    late = "import os, torch; from wav2lip_uhq.cli import configure_process; configure_process(); print(os.environ.get('OMP_WAIT_POLICY'))"
+    res = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, env=env)
+    assert res.stdout.strip() == "None"

@@ -15,7 +15,9 @@ def _frames(path):
     return np.stack(list(iter_frames(path)))
 
 
-def test_fast_mode_reproduces_upstream_frames(reference, w2l_checkpoint, tmp_path):
+@pytest.mark.parametrize("batch_size", [32, 3])
+def test_fast_mode_reproduces_upstream_frames(reference, w2l_checkpoint, tmp_path, batch_size):
+    """Batch 3: ten batches with the generator running one batch ahead; frames stay in order."""
     case = reference / "pipeline"
     out = tmp_path / "case1.mkv"
     result = run(
@@ -28,6 +30,7 @@ def test_fast_mode_reproduces_upstream_frames(reference, w2l_checkpoint, tmp_pat
             faces=FaceOptions(box=(40, 140, 30, 130)),
             encode=EncodeSettings(lossless=True),
             cache_dir=tmp_path / "cache",
+            batch_size=batch_size,
         )
     )
     golden = np.load(case / "case1_frames.npz")["frames"]
@@ -175,6 +178,26 @@ def test_cancel_leaves_no_output(astronaut_png, speech_short, w2l_checkpoint, tm
             cancel=lambda: True,
         )
     assert list(tmp_path.iterdir()) == [] or not any(p.suffix in (".mp4",) for p in tmp_path.iterdir())
+
+
+def test_cancel_between_batches_stops_the_generator_worker(astronaut_png, speech_short, w2l_checkpoint, tmp_path):
+    import threading
+
+    from wav2lip_uhq.errors import Cancelled
+
+    calls = []
+
+    def cancel():  # cancel once a few batches have been handed to the generator
+        calls.append(1)
+        return len(calls) > 3
+
+    out = tmp_path / "never.mp4"
+    with pytest.raises(Cancelled):
+        run(RunConfig(face=astronaut_png, audio=speech_short, checkpoint=w2l_checkpoint, out=out,
+                      faces=FaceOptions(box=(80, 200, 170, 280)), batch_size=2, cache_dir=tmp_path / "c"),
+            cancel=cancel)
+    assert not out.exists() and not any(".partial" in p.name for p in tmp_path.iterdir())
+    assert not [t for t in threading.enumerate() if t.name.startswith("wav2lip-uhq-generator")]
 
 
 def test_h264_output_defaults(astronaut_png, speech_short, w2l_checkpoint, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,16 @@ class RunResult:
     detection_cached: bool
     silent_frames: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _GeneratorJob:
+    """A batch whose generator call is running in the worker thread."""
+
+    batch: list
+    work: list[int]
+    placements: dict
+    future: Future | None
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -501,10 +512,15 @@ class LipSyncPipeline:
 
         stats = {"no_face": 0, "written": 0}
         t_loop = time.perf_counter()
+        # The generator runs one batch ahead in a worker thread: while it computes batch N+1,
+        # this thread composites and writes batch N and tracks the next frames (two cores busy
+        # instead of one waiting on the other).
+        gen_pool = ThreadPoolExecutor(1, thread_name_prefix="wav2lip-uhq-generator")
         try:
             batch: list[tuple[np.ndarray, FaceGeometry, int]] = []  # frame, geometry, output index
+            in_flight: list[_GeneratorJob] = []
 
-            def flush():
+            def submit():
                 nonlocal batch
                 if cancelled():
                     raise Cancelled("cancelled")
@@ -514,12 +530,24 @@ class LipSyncPipeline:
                     if g.valid and not (silent[i] and comp.silence == "keep")
                 ]
                 placements = {k: _placement(batch[k][1], img_size, batch[k][2], comp.aligned) for k in work}
-                alphas: dict[int, np.ndarray | None] = {}
-                originals = {k: batch[k][0].copy() for k in work} if debug_writer is not None else {}
+                future = None
                 if work:
                     crops = np.stack([extract_crop(batch[k][0], placements[k]) for k in work])
                     mels = np.stack([windows[batch[k][2]] for k in work])
-                    generated = _generate(model, crops, mels, device, dtype)
+                    future = gen_pool.submit(_generate, model, crops, mels, device, dtype)
+                in_flight.append(_GeneratorJob(batch, work, placements, future))
+                batch = []
+                while len(in_flight) > 1:
+                    finish(in_flight.pop(0))
+
+            def finish(job: _GeneratorJob):
+                batch, work, placements = job.batch, job.work, job.placements
+                alphas: dict[int, np.ndarray | None] = {}
+                originals = {k: batch[k][0].copy() for k in work} if debug_writer is not None else {}
+                if work:
+                    generated = job.future.result()
+                    if cancelled():
+                        raise Cancelled("cancelled")
                     if upscaler is not None:
                         generated = np.stack(upscaler.upscale(list(generated)))
                     visible: dict[int, np.ndarray | None] = {}
@@ -579,14 +607,19 @@ class LipSyncPipeline:
                         debug_writer.write(np.concatenate([frame, debug], axis=1))
                     stats["written"] += 1
                 report("lip-sync", stats["written"], n_out)
-                batch = []
+
+
+            def flush():
+                submit()
+                while in_flight:
+                    finish(in_flight.pop(0))
 
             def emit(frame: np.ndarray, geo: FaceGeometry, i: int):
                 if not geo.valid:
                     stats["no_face"] += 1
                 batch.append((frame, geo, i))
                 if len(batch) >= config.batch_size:
-                    flush()
+                    submit()
 
             # First pass over the input frames (detecting unless cached).
             source = (preprocess_frame(f, config.frames) for f in iter_frames(config.face, limit=n_out))
@@ -670,7 +703,7 @@ class LipSyncPipeline:
                             break
                         emit(frame, tracker.geometry(jj), i)
                         i += 1
-            if batch:
+            if batch or in_flight:
                 flush()
             timings["lipsync"] = time.perf_counter() - t_loop
             report("encoding", n_out, n_out)
@@ -682,6 +715,8 @@ class LipSyncPipeline:
             if debug_writer is not None:
                 debug_writer.abort()
             raise
+        finally:
+            gen_pool.shutdown(wait=True, cancel_futures=True)
         timings["total"] = time.perf_counter() - t_start
         if stats["no_face"]:
             log.warning("%d of %d frames had no face and were left unchanged", stats["no_face"], n_out)
