@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="generator precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16 (not in fast mode)",
     )
-    c.add_argument("--batch-size", type=int, default=32, help="generator batch size")
+    c.add_argument("--batch-size", type=int, default=32, help="generator batch size (at most; a batch also ends at 96 MiB of frames)")
     c.add_argument(
         "--models-dir",
         type=Path,

@@ -82,7 +82,7 @@ class RunConfig:
     precision: str = (
         "auto"  # "auto" (fp16 on CUDA, bf16 on CPUs that have it except in fast mode), "fp32", "fp16", "bf16"
     )
-    batch_size: int = 32  # generator batch (frames held in memory at once)
+    batch_size: int = 32  # generator batch (at most; batches of large frames end at 96 MiB of frames)
     models_dir: Path | None = None
     cache_dir: Path | None = None  # None: ~/.cache/wav2lip-uhq; detection results live here
     results_dir: Path = Path("results")

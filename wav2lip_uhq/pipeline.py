@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]
 LOOP_CACHE_BYTES = 768 * 1024 * 1024  # keep a looping clip's frames in RAM up to this size
+# A generator batch also ends at this many bytes of frames: two batches are held at once (one
+# being generated, one composited), so large frames (1080p, 4K) get smaller batches and peak
+# memory stays the same at any resolution.
+BATCH_FRAME_BYTES = 96 * 1024 * 1024
 SILENT_MEL = np.full((80, audio_mod.MEL_STEP), -audio_mod.MAX_ABS, np.float32)  # the mel of digital silence
 
 
@@ -618,7 +622,7 @@ class LipSyncPipeline:
                 if not geo.valid:
                     stats["no_face"] += 1
                 batch.append((frame, geo, i))
-                if len(batch) >= config.batch_size:
+                if len(batch) >= config.batch_size or len(batch) * frame.nbytes >= BATCH_FRAME_BYTES:
                     submit()
 
             # First pass over the input frames (detecting unless cached).
