@@ -61,6 +61,38 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
+@dataclasses.dataclass
+class TrainLoopConfig:
+    """Settings every trainer shares (data, optimiser, runtime, resuming); the trainers' configs
+    add their own and set their defaults."""
+
+    data_root: str | None = dataclasses.field(
+        default=None, metadata={"help": "preprocessed root (upstream layout)"}
+    )
+    cache: str | None = dataclasses.field(
+        default=None, metadata={"help": "packed cache from `python -m train cache`"}
+    )
+    train_list: str = "filelists/train.txt"
+    val_list: str = "filelists/val.txt"
+    accum: int = dataclasses.field(default=1, metadata={"help": "gradient accumulation micro-steps"})
+    lr: float = 1e-4
+    optimizer: str = dataclasses.field(default="adam", metadata={"help": "adam (upstream), adamw or sgd"})
+    weight_decay: float = 0.0
+    keep_checkpoints: int = 3
+    log_interval: int = 100
+    num_workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    sync_bn: bool = True
+    resume: str = dataclasses.field(
+        default="auto", metadata={"help": "auto (latest in checkpoint_dir), none, or a path"}
+    )
+    init_checkpoint: str | None = dataclasses.field(default=None, metadata={"help": "start from these weights"})
+    max_redraws: int = 100
+    tensorboard: bool = True
+
+
 def build_config(cls: type[T], args: argparse.Namespace | None = None, file: str | Path | None = None,
                  **overrides: Any) -> T:
     """Defaults, then the file, then non-None CLI values, then keyword overrides."""

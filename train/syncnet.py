@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from wav2lip_uhq.models import SyncNet, read_state_dict
 
 from . import distributed as dist_
-from .config import to_dict
+from .config import TrainLoopConfig, to_dict
 from .data import BadDataPolicy, StepSampler, SyncNetDataset, eval_indices, open_source
 from .preprocess import read_filelist
 from .runtime import (
@@ -44,39 +44,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SyncNetConfig:
-    data_root: str | None = field(default=None, metadata={"help": "preprocessed root (upstream layout)"})
-    cache: str | None = field(default=None, metadata={"help": "packed cache from `python -m train cache`"})
-    train_list: str = "filelists/train.txt"
-    val_list: str = "filelists/val.txt"
+class SyncNetConfig(TrainLoopConfig):
     checkpoint_dir: str = "checkpoints/syncnet"
     img_size: int = field(default=96, metadata={"help": "96 (SyncNet_color) or 288 (SyncNet_color_384)"})
     width: float = field(default=1.0, metadata={"help": "channel multiplier; < 1 only for quick experiments/tests "
                                                         "(such checkpoints load with train.syncnet.load_expert)"})
     batch_size: int = field(default=64, metadata={"help": "samples per optimizer step, all processes together"})
-    accum: int = field(default=1, metadata={"help": "gradient accumulation micro-steps"})
-    lr: float = 1e-4
-    optimizer: str = field(default="adam", metadata={"help": "adam (upstream), adamw or sgd"})
-    weight_decay: float = 0.0
     max_steps: int = 200_000
     eval_interval: int = 10_000
     eval_batches: int = 50
     checkpoint_interval: int = 10_000
-    keep_checkpoints: int = 3
-    log_interval: int = 100
-    num_workers: int = 4
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
     dtype: str = field(default="float32", metadata={"help": "float32, or float64 for numerical checks (slow; "
                                                             "e.g. DDP vs single-process equivalence)"})
-    sync_bn: bool = True
     target_loss: float | None = field(default=None, metadata={"help": "stop once the eval loss is at or below"})
-    resume: str = field(default="auto", metadata={"help": "auto (latest in checkpoint_dir), none, or a path"})
-    init_checkpoint: str | None = field(default=None, metadata={"help": "start from these weights"})
     min_negative_distance: int = 1
-    max_redraws: int = 100
-    tensorboard: bool = True
 
 
 def build_syncnet(img_size: int, width: float = 1.0) -> SyncNet:

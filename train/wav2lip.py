@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from wav2lip_uhq.models import SyncNet, Wav2Lip, Wav2LipDiscQual, read_state_dict
 
 from . import distributed as dist_
-from .config import to_dict
+from .config import TrainLoopConfig, to_dict
 from .data import BadDataPolicy, StepSampler, Wav2LipDataset, eval_indices, open_source
 from .preprocess import read_filelist
 from .runtime import (
@@ -61,22 +61,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Wav2LipConfig:
-    data_root: str | None = field(default=None, metadata={"help": "preprocessed root (upstream layout)"})
-    cache: str | None = None
-    train_list: str = "filelists/train.txt"
-    val_list: str = "filelists/val.txt"
+class Wav2LipConfig(TrainLoopConfig):
     checkpoint_dir: str = "checkpoints/wav2lip"
     syncnet_checkpoint: str | None = field(default=None, metadata={"help": "trained expert (required if sync_wt > 0)"})
     img_size: int = field(default=96, metadata={"help": "96, 192, 256 or 288"})
     batch_size: int = 16
-    accum: int = 1
-    lr: float = 1e-4
     disc: bool = field(default=False, metadata={"help": "train with the visual-quality discriminator (hq)"})
     disc_lr: float = 1e-4
     disc_wt: float = 0.07
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
     sync_wt: float | None = field(default=None, metadata={"help": "sync weight once on (0.01; 0.03 with --disc)"})
     sync_schedule: str = field(default="upstream", metadata={"help": "upstream | constant | step:N"})
     sync_threshold: float = 0.75
@@ -87,19 +79,8 @@ class Wav2LipConfig:
     eval_interval: int = 3000
     eval_batches: int = 20
     checkpoint_interval: int = 3000
-    keep_checkpoints: int = 3
     sample_interval: int = 3000
-    log_interval: int = 100
-    num_workers: int = 4
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    sync_bn: bool = True
-    resume: str = "auto"
-    init_checkpoint: str | None = None
     init_disc_checkpoint: str | None = None
-    max_redraws: int = 100
-    tensorboard: bool = True
 
 
 class SyncSchedule:
