@@ -241,7 +241,7 @@ class LipSyncPipeline:
         with self._models_lock:
             return self._models.setdefault(key, model)
 
-    def _preload_generator(self, config: RunConfig, device: str):
+    def _preload_generator(self, config: RunConfig, device: str) -> Future | None:
         """Start loading a local generator checkpoint in the background (it overlaps audio decoding
         and the landmark model's loading); None when it must be downloaded first or is bad: then
         the normal path loads it and reports any problem in order."""
@@ -249,25 +249,17 @@ class LipSyncPipeline:
             path = resolve_checkpoint(config.checkpoint, config.models_dir, allow_download=False)
         except Exception:  # noqa: BLE001 - missing or not yet downloaded: the main path says why
             return None
-        precision = resolve_precision(config.precision, device, config.mode)
-        done: dict[str, object] = {}
+        loader = ThreadPoolExecutor(1, thread_name_prefix="wav2lip-uhq-load")
+        future = loader.submit(
+            self.load_generator, path, device, resolve_precision(config.precision, device, config.mode)
+        )
+        loader.shutdown(wait=False)  # the thread ends when the load does
+        return future
 
-        def work():
-            try:
-                done["model"] = self.load_generator(path, device, precision)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller, in order
-                done["error"] = exc
-
-        thread = threading.Thread(target=work, name="wav2lip-uhq-load", daemon=True)
-        thread.start()
-
-        def result():
-            thread.join()
-            if "error" in done:
-                raise done["error"]  # type: ignore[misc]
-            return done["model"]
-
-        return result
+    def _configured_generator(self, config: RunConfig, device: str):
+        """The generator ``config`` asks for (downloaded first if allowed and missing)."""
+        ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
+        return self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
 
     def load_generator(self, path: Path, device: str, precision: str = "fp32"):
         import torch
@@ -380,8 +372,7 @@ class LipSyncPipeline:
             raise InputError(f"{config.face}: no frame could be decoded")
         frame = preprocess_frame(frame, config.frames)
         device = resolve_device(config.device) if config.device != "auto" else self.device
-        ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
-        model = self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
+        model = self._configured_generator(config, device)
         track = self._make_track(config, device, frame.shape[1], frame.shape[0])
         rgb = np.ascontiguousarray(frame[:, :, ::-1])
         track.add(self._detector(config, device).detect([rgb]), [frame])
@@ -453,11 +444,7 @@ class LipSyncPipeline:
         timings["audio"] = time.perf_counter() - t_start
 
         report("loading models", 0, 1)
-        if preloaded is not None:
-            model = preloaded()
-        else:
-            ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
-            model = self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
+        model = preloaded.result() if preloaded is not None else self._configured_generator(config, device)
         img_size = model.img_size
         dtype = next(model.parameters()).dtype
         detector = self._detector(config, device)
@@ -612,12 +599,6 @@ class LipSyncPipeline:
                     stats["written"] += 1
                 report("lip-sync", stats["written"], n_out)
 
-
-            def flush():
-                submit()
-                while in_flight:
-                    finish(in_flight.pop(0))
-
             def emit(frame: np.ndarray, geo: FaceGeometry, i: int):
                 if not geo.valid:
                     stats["no_face"] += 1
@@ -707,8 +688,10 @@ class LipSyncPipeline:
                             break
                         emit(frame, tracker.geometry(jj), i)
                         i += 1
-            if batch or in_flight:
-                flush()
+            if batch:
+                submit()
+            while in_flight:
+                finish(in_flight.pop(0))
             timings["lipsync"] = time.perf_counter() - t_loop
             report("encoding", n_out, n_out)
             if debug_writer is not None:

@@ -13,6 +13,7 @@ with the WebUI's loaded SD model instead of a second copy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -110,25 +111,21 @@ def webui_job(job):
                 devices.torch_gc()
 
 
-def webui_refiner(options, device: str):
-    """``uhq`` refinement with the WebUI's loaded SD model and ControlNet extension. The job
-    already holds the queue lock (``webui_job``), so the refiner must not take it again."""
-    from .refine.webui_backend import WebUIRefiner
-
-    return WebUIRefiner(options, hold_queue_lock=False)
-
-
 class WebUIHost:
     """One runner and one API job queue for the WebUI process."""
 
     def __init__(self) -> None:
+        from .refine import create_refiner
         from .ui_runner import UIRunner
 
         p = host_paths()
         self.paths = p
         self.runner = UIRunner(results_dir=p.results_dir, models_dir=p.models_dir, cache_dir=p.cache_dir,
-                               device=flag(FLAG_DEVICE, "auto"), refiner_factory=webui_refiner,
-                               job_context=webui_job)
+                               device=flag(FLAG_DEVICE, "auto"), job_context=webui_job,
+                               # uhq refines with the WebUI's loaded SD model and ControlNet; the job
+                               # already holds the queue lock (webui_job): the refiner must not take it
+                               refiner_factory=functools.partial(create_refiner, backend="webui",
+                                                                 hold_queue_lock=False))
         self.jobs = None
         self.policy = None
 
