@@ -31,6 +31,7 @@ import numpy as np
 
 from wav2lip_uhq.audio import load_audio
 from wav2lip_uhq.errors import InputError
+from wav2lip_uhq.files import write_atomic
 
 from . import FPS
 from .media import iter_video_frames, write_wav
@@ -197,9 +198,7 @@ def preprocess(cfg: PreprocessConfig) -> dict:
     root = Path(cfg.preprocessed_root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / (f"preprocess_report.shard{i}of{n}.json" if n > 1 else "preprocess_report.json")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(report, indent=1))
     return report
 
 
@@ -251,9 +250,7 @@ def make_filelists(
     for split, items in splits.items():
         items = sorted(items)
         splits[split] = items
-        tmp = out / f".{split}.txt.tmp"
-        tmp.write_text("".join(f"{e}\n" for e in items))
-        os.replace(tmp, out / f"{split}.txt")
+        write_atomic(out / f"{split}.txt", "".join(f"{e}\n" for e in items))
     return splits
 
 

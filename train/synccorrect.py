@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from wav2lip_uhq.audio import MEL_STEP
+from wav2lip_uhq.files import write_atomic
 
 from .data import JpegSource, _lower_half_stack, mel_start
 from .preprocess import read_filelist
@@ -101,9 +101,7 @@ def shift_audio(clip_dir: str | Path, offset: int, fps: float = 25.0) -> Path:
     if wav.ndim > 1:
         wav = wav.mean(axis=1)
     if not orig.exists():
-        tmp = orig.with_name(f".{orig.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(wav_path.read_bytes())
-        os.replace(tmp, orig)
+        write_atomic(orig, wav_path.read_bytes())
     samples = round(offset * sr / fps)
     if samples > 0:
         shifted = np.concatenate([wav[samples:], np.zeros(min(samples, len(wav)), np.float32)])
@@ -111,13 +109,6 @@ def shift_audio(clip_dir: str | Path, offset: int, fps: float = 25.0) -> Path:
         shifted = np.concatenate([np.zeros(-samples, np.float32), wav])[: len(wav)]
     write_wav(wav_path, shifted, sr)  # temp name + rename
     return orig
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run_sync_correction(preprocessed_root, filelist, syncnet, out, tolerance=1, max_shift=15, action="drop",
@@ -154,9 +145,9 @@ def run_sync_correction(preprocessed_root, filelist, syncnet, out, tolerance=1, 
             row["action"] = "dropped"
         rows.append(row)
         log.info("%s: offset %+d (confidence %.3f) -> %s", entry, off, conf, row["action"])
-    _write_atomic(Path(out), "".join(e + "\n" for e in kept))
+    write_atomic(out, "".join(e + "\n" for e in kept), parents=True)
     report = {"clips": len(entries), "kept": len(kept), "tolerance": tolerance, "action": action,
               "histogram": {str(k): n for k, n in sorted(offsets.items())}, "clips_detail": rows}
     if report_path:
-        _write_atomic(Path(report_path), json.dumps(report, indent=1))
+        write_atomic(report_path, json.dumps(report, indent=1), parents=True)
     return report

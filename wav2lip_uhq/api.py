@@ -30,6 +30,7 @@ from typing import Any
 
 from . import __version__
 from .config import RunConfig
+from .files import write_atomic
 from .ui import DEFAULTS, FACE_TYPES, UIInputError, config_from_ui
 from .ui_runner import Job, UIRunner
 
@@ -128,11 +129,7 @@ def _decode_upload(value: Mapping, policy: ApiPolicy, job_dir: Path, what: str,
     if not raw:
         raise ApiError(400, f"{what}: the file is empty")
     job_dir.mkdir(parents=True, exist_ok=True)
-    path = job_dir / f"{what}_{name}"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(raw)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(job_dir / f"{what}_{name}", raw)
 
 
 def _media(value: Any, policy: ApiPolicy, job_dir: Path, what: str, suffixes: tuple[str, ...]) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import numpy as np
 from .cache import default_cache_dir
 from .config import RunConfig
 from .errors import Cancelled
+from .files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,7 @@ def write_settings(config: RunConfig, output: Path) -> Path:
     """Save ``config.to_dict()`` (with the real output path) next to ``output``, atomically."""
     data = config.to_dict()
     data["out"] = str(output)
-    path = settings_path_for(output)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(settings_path_for(output), json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 class UIRunner:
@@ -269,10 +265,7 @@ def thumbnail(video: Path, cache_dir: Path | None, width: int = 256) -> Path | N
         ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
             return None
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, data.tobytes())
     except Exception as exc:  # noqa: BLE001 - a gallery picture is never worth failing for
         log.warning("no thumbnail for %s: %s", video, exc)
         return None
