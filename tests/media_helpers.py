@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+ASTRONAUT_FACE_BOX = (175, 60, 275, 180)  # the face in skimage's astronaut photo (x1, y1, x2, y2)
+
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, audio=None, lossless: bool = True) -> Path:
     from wav2lip_uhq.video import EncodeSettings, VideoWriter

@@ -19,6 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 skimage_data = pytest.importorskip("skimage.data")
 
+from media_helpers import ASTRONAUT_FACE_BOX
 from wav2lip_uhq.errors import CheckpointError
 from wav2lip_uhq.parsing import (
     CLASSES,
@@ -30,7 +31,6 @@ from wav2lip_uhq.parsing import (
     parsing_masks_for_rois,
 )
 
-FACE_BOX = (175, 60, 275, 180)  # the astronaut's face (x1, y1, x2, y2)
 
 # Key -> shape literals of the released 79999_iter.pth layout, checked by hand against
 # zllrunning/face-parsing.PyTorch model.py (ContextPath: arm16 = ARM(256, 128), arm32 = ARM(512, 128),
@@ -179,7 +179,7 @@ def test_refuses_other_files(tmp_path, parser_state, w2l_checkpoint):
 
 
 def test_parse_real_photo_batched_equals_one_by_one(parser, astronaut_bgr):
-    x1, y1, x2, y2 = FACE_BOX
+    x1, y1, x2, y2 = ASTRONAUT_FACE_BOX
     crops = [
         np.ascontiguousarray(astronaut_bgr[y1 - 30 : y2 + 10, x1 - 40 : x2 + 40]),  # 160x180, not square
         np.ascontiguousarray(astronaut_bgr[:, 50:562]),  # 512x512: no resizing
@@ -267,7 +267,7 @@ def test_roi_mask_is_in_frame_coordinates():
 
 
 def test_roi_masks_with_the_network(parser, astronaut_bgr):
-    rois = [FACE_BOX, (FACE_BOX[0] + 7, FACE_BOX[1] - 5, FACE_BOX[2] + 7, FACE_BOX[3] - 5)]
+    rois = [ASTRONAUT_FACE_BOX, (ASTRONAUT_FACE_BOX[0] + 7, ASTRONAUT_FACE_BOX[1] - 5, ASTRONAUT_FACE_BOX[2] + 7, ASTRONAUT_FACE_BOX[3] - 5)]
     frames = [astronaut_bgr, astronaut_bgr]
     masks = parsing_masks_for_rois(frames, rois, parser)
     for mask, (x1, y1, x2, y2) in zip(masks, rois):

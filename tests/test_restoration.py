@@ -16,6 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("spandrel")
 
+from media_helpers import ASTRONAUT_FACE_BOX
+from model_helpers import random_gfpgan
 from wav2lip_uhq.compositing import feather_mask
 from wav2lip_uhq.errors import CheckpointError
 from wav2lip_uhq.restoration import (
@@ -27,25 +29,12 @@ from wav2lip_uhq.restoration import (
     restore_regions,
 )
 
-FACE_BOX = (175, 60, 275, 180)  # the astronaut's face (x1, y1, x2, y2)
-
-
-def _gfpgan(**kw):
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    torch.manual_seed(0)
-    model = GFPGAN(**kw)
-    with torch.no_grad():  # the noise strengths start at 0: make the stored noise matter
-        for p in model.parameters():
-            if p.numel() == 1:
-                p.fill_(0.1)
-    return model
 
 
 @pytest.fixture(scope="module")
 def small_gfpgan_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("restore") / "GFPGANv1.4-small.pth"
-    model = _gfpgan(out_size=128, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
+    model = random_gfpgan(out_size=128, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
     torch.save({"params_ema": model.state_dict()}, path)  # the released layout
     return path
 
@@ -73,11 +62,11 @@ def astronaut() -> np.ndarray:
 
 
 def _mask() -> np.ndarray:
-    x1, y1, x2, y2 = FACE_BOX
+    x1, y1, x2, y2 = ASTRONAUT_FACE_BOX
     return feather_mask(y2 - y1, x2 - x1)
 
 
-def test_recognised_as_gfpgan(restorer):
+def test_recognised_asrandom_gfpgan(restorer):
     assert restorer.arch == "GFPGAN"
     assert restorer.size == 128
     assert restorer.descriptor.purpose == "FaceSR"
@@ -86,7 +75,7 @@ def test_recognised_as_gfpgan(restorer):
 def test_released_size_gfpgan_loads_through_spandrel(tmp_path):
     from safetensors.torch import save_file
 
-    model = _gfpgan()  # spandrel's defaults: 512 px, channel multiplier 2
+    model = random_gfpgan()  # spandrel's defaults: 512 px, channel multiplier 2
     state = {k: v.half().contiguous() for k, v in model.state_dict().items()}
     # Our reading of the hyperparameters agrees with the layout spandrel builds.
     assert gfpgan_hyperparameters(state) == {
@@ -108,10 +97,10 @@ def test_released_size_gfpgan_loads_through_spandrel(tmp_path):
 def test_restore_changes_only_inside_mask(restorer, astronaut):
     frame = astronaut.copy()
     mask = _mask()
-    out = restore_region(frame, FACE_BOX, mask, restorer, strength=1.0)
+    out = restore_region(frame, ASTRONAUT_FACE_BOX, mask, restorer, strength=1.0)
     assert out.shape == astronaut.shape and out.dtype == np.uint8
 
-    x1, y1, x2, y2 = FACE_BOX
+    x1, y1, x2, y2 = ASTRONAUT_FACE_BOX
     full_mask = np.zeros(astronaut.shape[:2], np.float32)
     full_mask[y1:y2, x1:x2] = mask
     changed = (out != astronaut).any(-1)
@@ -121,11 +110,11 @@ def test_restore_changes_only_inside_mask(restorer, astronaut):
 
 
 def test_strength(restorer, astronaut):
-    zero = restore_region(astronaut.copy(), FACE_BOX, _mask(), restorer, strength=0.0)
+    zero = restore_region(astronaut.copy(), ASTRONAUT_FACE_BOX, _mask(), restorer, strength=0.0)
     assert np.array_equal(zero, astronaut)
 
-    full = restore_region(astronaut.copy(), FACE_BOX, _mask(), restorer, strength=1.0).astype(np.float32)
-    half = restore_region(astronaut.copy(), FACE_BOX, _mask(), restorer, strength=0.5).astype(np.float32)
+    full = restore_region(astronaut.copy(), ASTRONAUT_FACE_BOX, _mask(), restorer, strength=1.0).astype(np.float32)
+    half = restore_region(astronaut.copy(), ASTRONAUT_FACE_BOX, _mask(), restorer, strength=0.5).astype(np.float32)
     expected = astronaut + 0.5 * (full - astronaut)
     assert np.abs(half - expected).max() <= 1.0
 
@@ -136,7 +125,7 @@ def test_batched_equals_one_by_one_and_is_one_call(restorer, astronaut):
     big = np.zeros((720, 1280, 3), np.uint8)
     big[100:612, 300:812] = astronaut
     frames = [astronaut, cv2.flip(astronaut, 1), big, astronaut]
-    boxes = [FACE_BOX, (512 - 275, 60, 512 - 175, 180), (475, 160, 575, 280), None]
+    boxes = [ASTRONAUT_FACE_BOX, (512 - 275, 60, 512 - 175, 180), (475, 160, 575, 280), None]
     masks = [_mask(), _mask(), _mask(), None]
 
     singles = [
@@ -257,7 +246,7 @@ class _Negative:
         return [255 - f for f in faces]
 
 
-@pytest.mark.parametrize("box", [FACE_BOX, (0, 400, 100, 512), (430, 0, 512, 90)])
+@pytest.mark.parametrize("box", [ASTRONAUT_FACE_BOX, (0, 400, 100, 512), (430, 0, 512, 90)])
 def test_restored_crop_lands_on_the_box(astronaut, box):
     x1, y1, x2, y2 = box
     fake = _Negative()

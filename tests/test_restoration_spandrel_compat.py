@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from media_helpers import ASTRONAUT_FACE_BOX
+from model_helpers import random_gfpgan
+
 REPO = Path(__file__).resolve().parents[1]
 OLD_SPANDREL = REPO / ".venv-spandrel034"
 OLD_VERSION = "0.3.4"
-FACE_BOX = (175, 60, 275, 180)  # the astronaut's face (x1, y1, x2, y2)
 
 
 # ---------------------------------------------------------------------------- both sides
@@ -62,12 +64,12 @@ def exercise(ckpt: dict[str, str]) -> tuple[dict, dict[str, np.ndarray]]:
     # The released-layout GFPGAN at a size spandrel does not build: our loader, then restoration.
     small = FaceRestorer.from_file(ckpt["gfpgan_small"], batch_size=2)
     facts["gfpgan_small"] = {**describe(small), "size": small.size}
-    x1, y1, x2, y2 = FACE_BOX
+    x1, y1, x2, y2 = ASTRONAUT_FACE_BOX
     faces = [photo[40:200, 150:310], photo[60:160, 180:280], photo[300:500, 100:300]]
     for i, face in enumerate(small.restore(faces)):  # 3 faces, batches of 2
         images[f"gfpgan_face{i}"] = face
     frames = [photo.copy(), cv2.flip(photo, 1), photo.copy()]
-    boxes = [FACE_BOX, (512 - x2, y1, 512 - x1, y2), None]
+    boxes = [ASTRONAUT_FACE_BOX, (512 - x2, y1, 512 - x1, y2), None]
     masks = [feather_mask(y2 - y1, x2 - x1)] * 2 + [None]
     for i, frame in enumerate(restore_regions(frames, boxes, masks, small, strength=0.8)):
         images[f"gfpgan_frame{i}"] = frame
@@ -126,19 +128,6 @@ def main(ckpt_json: str, out_dir: str) -> None:
 # ---------------------------------------------------------------------------- the tests
 
 
-def _gfpgan(**kw):
-    import torch
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    torch.manual_seed(0)
-    model = GFPGAN(**kw)
-    with torch.no_grad():  # the noise strengths start at 0: make the stored noise matter
-        for p in model.parameters():
-            if p.numel() == 1:
-                p.fill_(0.1)
-    return model
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, str]:
     torch = pytest.importorskip("torch")
@@ -154,9 +143,9 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
         "restoreformer": root / "RestoreFormer.pth",
         "compact": root / "realesr-general-x2-tiny.pth",
     }
-    small = _gfpgan(out_size=128, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
+    small = random_gfpgan(out_size=128, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
     torch.save({"params_ema": small.state_dict()}, paths["gfpgan_small"])
-    full = {k: v.half().contiguous() for k, v in _gfpgan().state_dict().items()}
+    full = {k: v.half().contiguous() for k, v in random_gfpgan().state_dict().items()}
     save_file(full, str(paths["gfpgan_512"]))
     del full
     torch.manual_seed(2)

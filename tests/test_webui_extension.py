@@ -6,6 +6,7 @@ under ``--nowebui``), jobs under the queue lock with ``shared.state`` progress a
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import threading
 from pathlib import Path
@@ -88,6 +89,19 @@ def api_client(webui, w2l_checkpoint, monkeypatch):
     return TestClient(app)
 
 
+def when_job_holds_host(runner, hook) -> None:
+    """Call ``hook()`` each time a job has entered the runner's host context (lock held)."""
+    real_context = runner.job_context
+
+    @contextlib.contextmanager
+    def context(job):
+        with real_context(job) as cancel:
+            hook()
+            yield cancel
+
+    runner.job_context = context
+
+
 def b64(path: Path) -> dict:
     return {"base64": base64.b64encode(Path(path).read_bytes()).decode(), "name": Path(path).name}
 
@@ -96,24 +110,8 @@ def test_api_job_runs_under_the_queue_lock_with_webui_state(webui, api_client, a
     from wav2lip_uhq import webui as glue
 
     seen = []
-    runner = glue.host().runner
-    real_context = runner.job_context
-
-    def spy(job):  # record the lock and the WebUI state while the job's model work runs
-        ctx = real_context(job)
-
-        class Wrapped:
-            def __enter__(self):
-                cancel = ctx.__enter__()
-                seen.append((webui.queue_lock.locked(), webui.state.job))
-                return cancel
-
-            def __exit__(self, *exc):
-                return ctx.__exit__(*exc)
-
-        return Wrapped()
-
-    runner.job_context = spy
+    # record the lock and the WebUI state while the job's model work runs
+    when_job_holds_host(glue.host().runner, lambda: seen.append((webui.queue_lock.locked(), webui.state.job)))
     r = api_client.post("/wav2lip-uhq/v1/run", json={"face": b64(astronaut_png), "audio": b64(speech_short),
                                                     "settings": FAST, "wait": True})
     assert r.status_code == 200, r.text
@@ -130,26 +128,13 @@ def test_api_job_runs_under_the_queue_lock_with_webui_state(webui, api_client, a
 def test_webui_interrupt_cancels_a_running_job(webui, api_client, astronaut_png, speech_short):
     from wav2lip_uhq import webui as glue
 
-    runner = glue.host().runner
     started = threading.Event()
-    real_context = runner.job_context
 
-    def context(job):
-        ctx = real_context(job)
+    def press_interrupt():  # the WebUI's Interrupt button, pressed as the job starts
+        started.set()
+        webui.state.interrupt()
 
-        class Wrapped:
-            def __enter__(self):
-                cancel = ctx.__enter__()
-                started.set()
-                webui.state.interrupt()  # the WebUI's Interrupt button, pressed as the job starts
-                return cancel
-
-            def __exit__(self, *exc):
-                return ctx.__exit__(*exc)
-
-        return Wrapped()
-
-    runner.job_context = context
+    when_job_holds_host(glue.host().runner, press_interrupt)
     r = api_client.post("/wav2lip-uhq/v1/run", json={"face": b64(astronaut_png), "audio": b64(speech_short),
                                                     "settings": FAST, "wait": True})
     assert started.is_set() and r.json()["state"] == "cancelled", r.json()
