@@ -2,10 +2,16 @@
 
 Frames are BGR uint8 (what the Wav2Lip models were trained on). Memory stays bounded:
 frames are yielded one at a time and the writer encodes as it receives them.
+
+Timing: a variable-frame-rate input (phone videos) is read on a constant grid, frame i being
+the input frame on screen at time i / fps (``iter_frames``), so motion keeps its speed.
+Colour: RGB <-> YUV conversions use swscale's accurate rounding, and outputs are tagged with
+their matrix and range, so pixels a run does not touch come back as they went in.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -14,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -30,11 +36,13 @@ class MediaInfo:
     path: Path
     width: int
     height: int
-    fps: float
+    fps: float  # the rate frames are read at (see iter_frames): the output's rate
     frame_rate: Fraction
     frame_count: int  # exact for images; container estimate for videos (counted on decode)
     is_image: bool
     has_audio: bool
+    is_vfr: bool = False  # timestamps are irregular: frames are read on a constant grid
+    duration: float = 0.0  # seconds from the first frame to the end of the last (0: unknown)
 
 
 @dataclass
@@ -95,71 +103,203 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def probe(path: str | Path) -> MediaInfo:
-    """Size, frame rate and length of a face video or image (errors name the file)."""
+    """Size, frame rate and length of a face video or image (errors name the file).
+
+    For a variable-frame-rate video, ``frame_rate`` is the rate frames are read at (the median
+    frame interval, snapped to a standard rate) and ``frame_count`` the frames on that grid.
+    Results are cached per file version (path, size, modification time).
+    """
     path = Path(path)
     if is_image(path):
         img = read_image(path)
         return MediaInfo(path, img.shape[1], img.shape[0], 25.0, Fraction(25), 1, True, False)
+    _require_file(path, "face video")
+    st = path.stat()
+    return _probe_video(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_video(name: str, size: int, mtime_ns: int) -> MediaInfo:
+    path = Path(name)
     with _open(path, "face video") as container:
         if not container.streams.video:
             raise InputError(f"{path}: contains no video stream")
         stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise InputError(f"{path}: the video stream has no frame size (corrupt file?)")
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         count = stream.frames
         if not count and stream.duration and stream.time_base:
             count = int(round(float(stream.duration * stream.time_base) * float(rate)))
         if not count and container.duration:
             count = int(round(container.duration / 1_000_000 * float(rate)))
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if not width or not height:
-            raise InputError(f"{path}: the video stream has no frame size (corrupt file?)")
-        return MediaInfo(
-            path,
-            width,
-            height,
-            float(rate),
-            Fraction(rate),
-            int(count or 0),
-            False,
-            bool(container.streams.audio),
-        )
+        has_audio = bool(container.streams.audio)
+        timing = _scan_timing(container, stream)
+    if timing is None:
+        return MediaInfo(path, width, height, float(rate), Fraction(rate), int(count or 0), False, has_audio)
+    grid, is_vfr, duration = timing
+    if is_vfr:
+        rate, count = grid, max(1, int(round(duration * float(grid))))
+        log.info("%s: variable frame rate; read at %s fps (%d frames)", path, _rate_str(rate), count)
+    return MediaInfo(
+        path, width, height, float(rate), Fraction(rate), int(count or 0), False, has_audio, is_vfr, duration
+    )
 
 
-def iter_frames(path: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:
+# Rates a median frame interval snaps to: phone clips jitter around these.
+_STANDARD_RATES = tuple(
+    Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001", "60", "120")
+) + (Fraction(10), Fraction(12), Fraction(15), Fraction(20))
+
+
+def _scan_timing(container, stream) -> tuple[Fraction, bool, float] | None:
+    """(grid rate, variable?, duration) from the packets' timestamps: demuxing only, no decoding.
+
+    The stream is variable-rate when some frame interval differs from the median by over 25 %
+    (timestamp rounding, e.g. Matroska's milliseconds, stays far below that).
+    """
+    import av
+
+    pts = []
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                pts.append(packet.pts)
+    except av.FFmpegError:
+        pass  # a damaged tail: iter_frames reports it with the frame number
+    if len(pts) < 3 or not stream.time_base:
+        return None
+    tb = float(stream.time_base)
+    times = np.unique(np.asarray(pts, dtype=np.float64)) * tb
+    steps = np.diff(times)
+    if len(steps) < 2:
+        return None
+    median = float(np.median(steps))
+    is_vfr = bool(np.any(np.abs(steps - median) > 0.25 * median))
+    duration = float(times[-1] - times[0] + steps[-1])  # the last frame lasts as long as the one before
+    return _snap_rate(1.0 / median), is_vfr, duration
+
+
+def _snap_rate(fps: float) -> Fraction:
+    """The nearest standard rate within 2 % (timestamps in ms give 1000/33 for 30), else ``fps``."""
+    std = min(_STANDARD_RATES, key=lambda r: abs(fps / float(r) - 1.0))
+    if abs(fps / float(std) - 1.0) < 0.02:
+        return std
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _rate_str(rate: Fraction) -> str:
+    return f"{float(rate):.3f}".rstrip("0").rstrip(".")
+
+
+# Accurate rounding both ways (swscale's default loses about one level in Y, U and V) and full
+# chroma interpolation on decode: an untouched pixel survives decode -> encode.
+def _sws_flags(decode: bool) -> int:
+    from av.video.reformatter import Interpolation
+
+    flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+    return int(flags | Interpolation.FULL_CHR_H_INT) if decode else int(flags)
+
+
+def _matrix_for(width: int, height: int) -> str:
+    """The YUV matrix players assume for an untagged video of this size: BT.709 for HD, else BT.601."""
+    return "itu709" if height >= 720 or width >= 1280 else "itu601"
+
+
+def _to_bgr(frame) -> np.ndarray:
+    """BGR pixels of a decoded frame: its tagged matrix, or what players assume when untagged."""
+    src = None
+    if frame.format.name.startswith("yuv") and frame.colorspace == 2:  # AVCOL_SPC_UNSPECIFIED
+        src = _matrix_for(frame.width, frame.height)
+    img = frame.to_ndarray(format="bgr24", src_colorspace=src, interpolation=_sws_flags(True))
+    rotation = getattr(frame, "rotation", 0) or 0
+    if rotation % 360:
+        img = np.ascontiguousarray(np.rot90(img, k=(rotation // 90) % 4))
+    return img
+
+
+def iter_frames(
+    path: str | Path, limit: int | None = None, rate: Fraction | None = None
+) -> Iterator[np.ndarray]:
     """Decode frames (BGR uint8) one by one, applying the container's rotation metadata.
+
+    Frames come on a constant grid of ``rate`` (default: ``probe(path).frame_rate`` when the
+    video is variable-rate, else every frame in order): output frame i is the input frame on
+    screen at the middle of output frame i's interval, (i + 0.5) / rate, duplicated or dropped
+    by timestamp. ``limit`` counts output frames.
 
     A file that stops decoding part way raises InputError after the frames already yielded;
     a file with no decodable frame raises InputError.
     """
-    import av
-
     path = Path(path)
     if is_image(path):
         yield read_image(path)
         return
+    if rate is None:
+        info = probe(path)
+        rate = info.frame_rate if info.is_vfr else None
+    n_in = [0]
     n = 0
     with _open(path, "face video") as container:
         if not container.streams.video:
             raise InputError(f"{path}: contains no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        try:
-            for frame in container.decode(stream):
-                img = frame.to_ndarray(format="bgr24")
-                rotation = getattr(frame, "rotation", 0) or 0
-                if rotation % 360:
-                    img = np.ascontiguousarray(np.rot90(img, k=(rotation // 90) % 4))
-                yield img
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-        except av.FFmpegError as exc:
-            raise InputError(f"{path}: the video is corrupt or truncated after frame {n} ({exc})") from exc
+        frames = _decoded(container, stream, path, n_in)
+        for frame in frames if rate is None else _on_grid(frames, Fraction(rate)):
+            yield _to_bgr(frame)
+            n += 1
+            if limit is not None and n >= limit:
+                return
         expected = stream.frames
-        if expected and n < expected - 1:
-            raise InputError(f"{path}: the video is truncated: {n} of its {expected} frames could be decoded")
+        if expected and n_in[0] < expected - 1:
+            raise InputError(
+                f"{path}: the video is truncated: {n_in[0]} of its {expected} frames could be decoded"
+            )
     if n == 0:
         raise InputError(f"{path}: no video frame could be decoded (corrupt or truncated file)")
+
+
+def _decoded(container, stream, path: Path, counter: list[int]) -> Iterator:
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            counter[0] += 1
+            yield frame
+    except av.FFmpegError as exc:
+        raise InputError(
+            f"{path}: the video is corrupt or truncated after frame {counter[0]} ({exc})"
+        ) from exc
+
+
+def _on_grid(frames: Iterable, rate: Fraction) -> Iterator:
+    """Resample decoded frames to a constant rate by their timestamps (see iter_frames)."""
+    step = 1.0 / float(rate)
+    i, current, t0, last_t, last_len = 0, None, None, None, step
+    # the last frame lasts as long as the one before it (its own duration is often nominal)
+    for frame in frames:
+        t = frame.time
+        if t is None:  # no timestamp: assume the next grid slot
+            t = (last_t + step) if last_t is not None else 0.0
+        else:
+            t0 = t if t0 is None else t0
+            t -= t0
+        if last_t is not None and t <= last_t:
+            continue  # a repeated or out-of-order timestamp: keep the earlier frame
+        while current is not None and (i + 0.5) * step < t:
+            yield current
+            i += 1
+        if last_t is not None:
+            last_len = t - last_t
+        current, last_t = frame, t
+    if current is None:
+        return
+    end = last_t + last_len
+    while (i + 0.5) * step < end:
+        yield current
+        i += 1
 
 
 def read_audio_track(path: str | Path) -> AudioTrack:
@@ -212,12 +352,84 @@ class EncodeSettings:
     audio_bitrate: int = 192_000
 
 
+@dataclass(frozen=True)
+class OutputFormat:
+    """What an output file name is written as."""
+
+    container: str  # FFmpeg muxer
+    video_codec: str
+    audio_codec: str
+    description: str
+    even_size: bool = False  # H.264 in 4:2:0 cannot code an odd width or height
+
+
+_H264 = ("libx264", "aac", "H.264 + AAC", True)
+OUTPUT_FORMATS: dict[str, OutputFormat] = {
+    ".mp4": OutputFormat("mp4", *_H264),
+    ".m4v": OutputFormat("mp4", *_H264),
+    ".mov": OutputFormat("mov", *_H264),
+    ".mkv": OutputFormat("matroska", *_H264),
+    ".webm": OutputFormat("webm", "libvpx-vp9", "libopus", "VP9 + Opus"),
+}
+LOSSLESS_FORMAT = OutputFormat("matroska", "ffv1", "flac", "FFV1 (RGB) + FLAC")
+SUPPORTED_OUTPUTS = ".mp4, .m4v, .mov, .mkv (H.264 + AAC), .webm (VP9 + Opus); lossless: .mkv"
+
+
+def check_output_path(path: str | Path, lossless: bool = False) -> OutputFormat:
+    """The container and codecs ``path`` will be written with, or OutputError naming the file.
+
+    Cheap (no torch, no file created): callers validate the output before loading any model.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not suffix:
+        raise OutputError(f"{path}: the output needs a file extension; supported: {SUPPORTED_OUTPUTS}")
+    if lossless:
+        if suffix != ".mkv":
+            raise OutputError(f"{path}: lossless output is written as Matroska (FFV1 + FLAC); use a .mkv name")
+        fmt = LOSSLESS_FORMAT
+    elif suffix not in OUTPUT_FORMATS:
+        raise OutputError(f"{path}: {suffix} is not a supported output; supported: {SUPPORTED_OUTPUTS}")
+    else:
+        fmt = OUTPUT_FORMATS[suffix]
+    import av
+
+    missing = [c for c in (fmt.video_codec, fmt.audio_codec) if c not in av.codecs_available]
+    if missing:
+        raise OutputError(f"{path}: this FFmpeg build has no {' / '.join(missing)} encoder for {suffix} files")
+    return fmt
+
+
+def encoded_size(width: int, height: int, fmt: OutputFormat) -> tuple[int, int]:
+    """The frame size written for a ``width`` x ``height`` input (H.264 4:2:0 rounds up to even)."""
+    if fmt.even_size:
+        return width + width % 2, height + height % 2
+    return width, height
+
+
+# x264 preset -> libvpx-vp9 cpu-used (speed/quality trade-off of the same spirit)
+_VP9_SPEED = {"ultrafast": 8, "superfast": 8, "veryfast": 7, "faster": 6, "fast": 5, "medium": 4,
+              "slow": 3, "slower": 2, "veryslow": 1}
+_COLOUR_TAGS = {"itu709": 1, "itu601": 6}  # AVCOL_SPC / _PRI / _TRC: BT.709, SMPTE 170M (BT.601)
+OPUS_RATE = 48_000
+
+
+def _resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(rate, target)
+    return resample_poly(samples, target // g, rate // g, axis=1).astype(np.float32)
+
+
 class VideoWriter:
     """Encode BGR frames and an audio track into ``path``, atomically.
 
     Frames go to a temporary file beside ``path``; ``close()`` renames it into place,
     ``abort()`` (or an exception inside ``with``) removes it. Audio is muxed as frames arrive,
-    so packets interleave without buffering the whole video.
+    so packets interleave without buffering the whole video. The container and codecs follow
+    the name (``check_output_path``); ``settings.lossless`` writes FFV1 + FLAC in Matroska.
     """
 
     def __init__(
@@ -233,45 +445,31 @@ class VideoWriter:
         import av
 
         self.path = Path(path)
+        # Lossless is Matroska whatever the name (library callers); users are held to .mkv upstream.
+        self.format = LOSSLESS_FORMAT if settings.lossless else check_output_path(self.path)
         if not self.path.parent.is_dir():
             raise OutputError(f"{self.path.parent}: output folder does not exist")
         if not os.access(self.path.parent, os.W_OK):
             raise OutputError(f"{self.path.parent}: output folder is not writable")
         self.tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial{self.path.suffix}")
-        fmt = (
-            "matroska"
-            if settings.lossless
-            else ("mp4" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else None)
-        )
-        options = {"movflags": "+faststart"} if fmt == "mp4" else {}
+        options = {"movflags": "+faststart"} if self.format.container in ("mp4", "mov") else {}
         try:
-            self.container = av.open(str(self.tmp), mode="w", format=fmt, options=options)
+            self.container = av.open(str(self.tmp), mode="w", format=self.format.container, options=options)
         except (av.FFmpegError, OSError) as exc:
             raise OutputError(f"{self.path}: cannot create the output ({exc})") from exc
-        self.width, self.height = width + width % 2, height + height % 2  # 4:2:0 needs even sizes
+        self.source_size = (width, height)
+        self.width, self.height = encoded_size(width, height, self.format)
+        self.padded = (self.width, self.height) != (width, height)
+        if self.padded:
+            log.warning(
+                "%s: %dx%d is written as %dx%d: H.264 (4:2:0) needs even sizes, so the last column/row "
+                "repeats the edge; .webm or --lossless keep the exact size",
+                self.path, width, height, self.width, self.height,
+            )
         self.frame_rate = Fraction(frame_rate).limit_denominator(1001 * 1000)
-        if settings.lossless:
-            self.vstream = self.container.add_stream("ffv1", rate=self.frame_rate)
-            self.vstream.pix_fmt = "bgr0"
-            self.vstream.width, self.vstream.height = width, height
-            self.width, self.height = width, height
-        else:
-            self.vstream = self.container.add_stream("libx264", rate=self.frame_rate)
-            self.vstream.pix_fmt = "yuv420p"
-            self.vstream.width, self.vstream.height = self.width, self.height
-            self.vstream.options = {"crf": str(settings.crf), "preset": settings.preset}
-        self.vstream.codec_context.time_base = 1 / self.frame_rate
-        self.audio = audio
-        self.astream = None
-        self._audio_pos = 0
-        if audio is not None:
-            layout = "mono" if audio.samples.shape[0] == 1 else "stereo"
-            codec = "flac" if settings.lossless else "aac"
-            self.astream = self.container.add_stream(codec, rate=audio.sample_rate)
-            self.astream.layout = layout
-            if codec == "aac":
-                self.astream.bit_rate = settings.audio_bitrate
-            self._audio_samples = audio.samples if layout == "mono" else audio.samples[:2]
+        self._matrix = _matrix_for(self.width, self.height)
+        self._add_video_stream(settings)
+        self._add_audio_stream(audio, settings)
         self.frames = 0
         self._closed = False
         self._queue = None
@@ -281,6 +479,45 @@ class VideoWriter:
             self._queue = queue.Queue(maxsize=8)
             self._thread = threading.Thread(target=self._drain, daemon=True)
             self._thread.start()
+
+    def _add_video_stream(self, settings: EncodeSettings) -> None:
+        codec = self.format.video_codec
+        self.vstream = self.container.add_stream(codec, rate=self.frame_rate)
+        self.vstream.width, self.vstream.height = self.width, self.height
+        if codec == "ffv1":
+            self.vstream.pix_fmt = "bgr0"
+        else:
+            self.vstream.pix_fmt = "yuv420p"
+            cc = self.vstream.codec_context
+            cc.colorspace = cc.color_primaries = cc.color_trc = _COLOUR_TAGS[self._matrix]
+            cc.color_range = 1  # MPEG (limited) range, what every player expects
+            if codec == "libx264":
+                self.vstream.options = {"crf": str(settings.crf), "preset": settings.preset}
+            else:  # libvpx-vp9, constant quality: x264's CRF 16 ~ VP9's 31 (Google's advice for HD)
+                self.vstream.options = {
+                    "crf": str(min(63, settings.crf + 15)), "b": "0", "deadline": "good",
+                    "cpu-used": str(_VP9_SPEED.get(settings.preset, 6)), "row-mt": "1",
+                }
+        self.vstream.codec_context.time_base = 1 / self.frame_rate
+
+    def _add_audio_stream(self, audio: AudioTrack | None, settings: EncodeSettings) -> None:
+        self.audio = audio
+        self.astream = None
+        self._audio_pos = 0
+        if audio is None:
+            return
+        layout = "mono" if audio.samples.shape[0] == 1 else "stereo"
+        samples = audio.samples if layout == "mono" else audio.samples[:2]
+        codec = self.format.audio_codec
+        rate = audio.sample_rate
+        if codec == "libopus" and rate != OPUS_RATE:  # Opus codes 48 kHz (or its divisors)
+            samples, rate = _resample(samples, rate, OPUS_RATE), OPUS_RATE
+        self._audio_rate = rate
+        self._audio_samples = np.ascontiguousarray(samples, dtype=np.float32)
+        self.astream = self.container.add_stream(codec, rate=rate)
+        self.astream.layout = layout
+        if codec in ("aac", "libopus"):
+            self.astream.bit_rate = settings.audio_bitrate if codec == "aac" else min(settings.audio_bitrate, 160_000)
 
     def _drain(self) -> None:
         """Encoder thread: x264 and the muxer run beside the caller's work (PyAV releases the GIL)."""
@@ -309,30 +546,39 @@ class VideoWriter:
             self._thread.join()
 
     def _encode(self, frame_bgr: np.ndarray) -> None:
-        import av
-
         h, w = frame_bgr.shape[:2]
         if (w, h) != (self.width, self.height):
             frame_bgr = np.pad(frame_bgr, ((0, self.height - h), (0, self.width - w), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr), format="bgr24")
+        frame = self._to_frame(np.ascontiguousarray(frame_bgr))
         frame.pts = self.frames
         self.frames += 1
         self._mux(self.vstream.encode(frame))
         if self.astream is not None:
             self._write_audio_until(self.frames / float(self.frame_rate))
 
+    def _to_frame(self, frame_bgr: np.ndarray):
+        """BGR -> the codec's pixel format, with accurate rounding and the tagged matrix/range."""
+        import av
+
+        frame = av.VideoFrame.from_ndarray(frame_bgr, format="bgr24")
+        if self.format.video_codec == "ffv1":
+            return frame
+        return frame.reformat(
+            format="yuv420p", dst_colorspace=self._matrix, dst_color_range="MPEG", interpolation=_sws_flags(False)
+        )
+
     def _write_audio_until(self, seconds: float | None) -> None:
         import av
 
         total = self._audio_samples.shape[1]
-        end = total if seconds is None else min(total, int(round(seconds * self.audio.sample_rate)))
+        end = total if seconds is None else min(total, int(round(seconds * self._audio_rate)))
         step = self.astream.codec_context.frame_size or 1024
         while self._audio_pos + step <= end or (seconds is None and self._audio_pos < end):
             chunk = self._audio_samples[:, self._audio_pos : self._audio_pos + step]
             frame = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(chunk), format="fltp", layout=self.astream.layout.name
             )
-            frame.sample_rate = self.audio.sample_rate
+            frame.sample_rate = self._audio_rate
             frame.pts = self._audio_pos
             self._audio_pos += chunk.shape[1]
             self._mux(self.astream.encode(frame))
