@@ -73,8 +73,8 @@ def w2l_state():
     return fill_rule_state_dict(Wav2Lip(96))
 
 
-def _check_loads(path, expect_state):
-    model = load_model(path, kind="wav2lip")
+def _check_loads(path, expect_state, **options):
+    model = load_model(path, kind="wav2lip", **options)
     assert not model.training
     assert model.architecture.name == "wav2lip_96"
     got = model.state_dict()
@@ -95,15 +95,28 @@ def test_loader_accepts_bare_state_dict_without_batch_counters(tmp_path, w2l_sta
     _check_loads(path, w2l_state)
 
 
+def _torchscript(path, state):
+    """A traced Wav2Lip saved as TorchScript (the layout of the Wav2Lip-SD-*.pt releases)."""
+    model = Wav2Lip(96).eval()
+    model.load_state_dict(state)
+    with torch.no_grad():
+        torch.jit.trace(model, (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))).save(str(path))
+    return path
+
+
 def test_loader_accepts_safetensors_and_torchscript(tmp_path, w2l_state):
     st = save_checkpoint(w2l_state, tmp_path / "w.safetensors")
     _check_loads(st, w2l_state)
-    model = Wav2Lip(96).eval()
-    model.load_state_dict(w2l_state)
-    ts = tmp_path / "Wav2Lip-SD-GAN.pt"
-    with torch.no_grad():
-        torch.jit.trace(model, (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))).save(str(ts))
-    _check_loads(ts, w2l_state)
+    ts = _torchscript(tmp_path / "Wav2Lip-SD-GAN.pt", w2l_state)
+    _check_loads(ts, w2l_state, trust_torchscript=True)
+
+
+def test_torchscript_is_code_and_needs_the_callers_trust(tmp_path, w2l_state):
+    ts = _torchscript(tmp_path / "Wav2Lip-SD-GAN.pt", w2l_state)
+    with pytest.raises(CheckpointError, match=r"Wav2Lip-SD-GAN\.pt: a TorchScript archive holds code.*--trust-torchscript"):
+        load_model(ts, kind="wav2lip")
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        read_state_dict(ts)
 
 
 def test_saver_writes_upstream_layout(tmp_path, w2l_state):

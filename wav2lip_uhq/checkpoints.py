@@ -31,10 +31,15 @@ class KnownCheckpoint:
     description: str
     urls: tuple[str, ...]
     min_size: int  # bytes; smaller downloads are rejected as truncated
-    sha256: str | None = None
+    sha256: str | None = None  # of the released file; a download must match it
+    size: int | None = None  # exact size of the released file, where published
+    max_size: int = 600_000_000  # no download may grow past this (a wrong or hostile server)
     aliases: tuple[str, ...] = field(default=())
 
 
+# SHA-256 and sizes as published for the released files (each found in several independent
+# projects that pin them; the S3FD and FAN names carry the first 10 hex digits of their hash,
+# torch.hub's convention). No size was found for lipsync_expert and fan: those are bounded.
 KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
     c.name: c
     for c in (
@@ -48,6 +53,8 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
                 "https://github.com/justinjohn0306/Wav2Lip/releases/download/models/wav2lip_gan.pth",
             ),
             140_000_000,
+            sha256="ca9ab7b7b812c0e80a6e70a5977c545a1e8a365a6c49d5e533023c034d7ac3d8",
+            size=435_801_865,
         ),
         KnownCheckpoint(
             "wav2lip",
@@ -59,6 +66,8 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
                 "https://github.com/justinjohn0306/Wav2Lip/releases/download/models/wav2lip.pth",
             ),
             140_000_000,
+            sha256="b78b681b68ad9fe6c6fb1debc6ff43ad05834a8af8a62ffc4167b7b34ef63c37",
+            size=435_807_851,
         ),
         KnownCheckpoint(
             "lipsync_expert",
@@ -67,6 +76,8 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
             "the expert lip-sync discriminator (training only)",
             ("https://huggingface.co/numz/wav2lip_studio/resolve/main/Wav2lip/lipsync_expert.pth",),
             60_000_000,
+            sha256="9b9936c721696446eeed353032cab242a8cf0eed8c46cde540366f6ae5493be5",
+            max_size=400_000_000,
         ),
         KnownCheckpoint(
             "fan",
@@ -75,6 +86,8 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
             "FAN 68-point landmarks (improved/enhanced modes with the s3fd detector)",
             ("https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",),
             90_000_000,
+            sha256="11f355bf0693120222f5955ce3f9dc8fb5763ebb30a47d7906e509490d32e4aa",
+            max_size=200_000_000,
         ),
         KnownCheckpoint(
             "gfpgan",
@@ -83,6 +96,8 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
             "GFPGAN v1.4 face restoration (enhanced mode)",
             ("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",),
             300_000_000,
+            sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+            size=348_632_874,
         ),
         KnownCheckpoint(
             "s3fd",
@@ -91,6 +106,8 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
             "S3FD face detector (the default detector; fetched on first use)",
             ("https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",),
             85_000_000,
+            sha256="619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543",
+            size=89_843_225,
         ),
     )
 }
@@ -124,7 +141,13 @@ def download(
     progress: Callable[[int, int], None] | None = None,
     timeout: float = 30.0,
 ) -> Path:
-    """Fetch a known checkpoint into the models folder (atomic, size- and hash-checked)."""
+    """Fetch a known checkpoint into the models folder.
+
+    The file is hashed while it streams into a temporary name beside its destination; it is
+    renamed into place only when its size and SHA-256 are those of the released file. A server
+    announcing or sending more than the checkpoint's size limit is cut off at once. Nothing is
+    left behind on failure.
+    """
     if name not in KNOWN_CHECKPOINTS:
         raise CheckpointError(f"unknown checkpoint {name!r}; known: {', '.join(KNOWN_CHECKPOINTS)}")
     ckpt = KNOWN_CHECKPOINTS[name]
@@ -134,14 +157,10 @@ def download(
     for url in ckpt.urls:
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.download")
         try:
-            _fetch(url, tmp, progress, timeout)
-            size = tmp.stat().st_size
-            if size < ckpt.min_size:
-                raise CheckpointError(f"download is only {size} bytes (expected at least {ckpt.min_size})")
-            if ckpt.sha256 and _sha256(tmp) != ckpt.sha256:
-                raise CheckpointError("SHA-256 does not match the released file")
+            size, digest = _fetch(url, tmp, progress, timeout, _size_limit(ckpt))
+            _verify(ckpt, size, digest)
             os.replace(tmp, dest)
-            log.info("downloaded %s to %s", name, dest)
+            log.info("downloaded %s to %s (%d bytes, SHA-256 verified)", name, dest, size)
             return dest
         except (OSError, urllib.error.URLError, CheckpointError) as exc:
             errors.append(f"{url}: {exc}")
@@ -153,26 +172,39 @@ def download(
     )
 
 
-def _fetch(url: str, dest: Path, progress, timeout: float) -> None:
+def _size_limit(ckpt: KnownCheckpoint) -> int:
+    return ckpt.size if ckpt.size is not None else ckpt.max_size
+
+
+def _verify(ckpt: KnownCheckpoint, size: int, digest: str) -> None:
+    if size < ckpt.min_size:
+        raise CheckpointError(f"download is only {size} bytes (expected at least {ckpt.min_size})")
+    if ckpt.size is not None and size != ckpt.size:
+        raise CheckpointError(f"download is {size} bytes, the released file has {ckpt.size}")
+    if ckpt.sha256 and digest != ckpt.sha256:
+        raise CheckpointError(f"SHA-256 {digest[:16]}... does not match the released file's {ckpt.sha256[:16]}...")
+
+
+def _fetch(url: str, dest: Path, progress, timeout: float, limit: int) -> tuple[int, str]:
+    """Stream ``url`` into ``dest``; (bytes, SHA-256). More than ``limit`` bytes is an error."""
     req = urllib.request.Request(url, headers={"User-Agent": "wav2lip-uhq"})
+    h = hashlib.sha256()
     with urllib.request.urlopen(req, timeout=timeout) as resp, open(dest, "wb") as fh:
         total = int(resp.headers.get("Content-Length") or 0)
+        if total > limit:
+            raise CheckpointError(f"the server announces {total} bytes, more than the {limit} expected")
         done = 0
         while chunk := resp.read(1 << 20):
-            fh.write(chunk)
             done += len(chunk)
+            if done > limit:
+                raise CheckpointError(f"the server sent more than the {limit} bytes expected")
+            fh.write(chunk)
+            h.update(chunk)
             if progress:
                 progress(done, total)
         if total and done != total:
             raise CheckpointError(f"connection closed after {done} of {total} bytes")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+    return done, h.hexdigest()
 
 
 def resolve_checkpoint(

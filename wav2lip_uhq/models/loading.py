@@ -1,8 +1,10 @@
 """One way to load (and save) every Wav2Lip-family checkpoint.
 
 Accepted: upstream training dicts (``state_dict`` with or without ``module.``), bare
-state dicts, TorchScript archives and ``.safetensors``. The architecture is detected
-from the keys and shapes. Nothing is unpickled beyond tensors and plain containers.
+state dicts, ``.safetensors`` and, only when the caller trusts them, TorchScript archives
+(``trust_torchscript=True``: an archive holds code that ``torch.jit.load`` compiles and runs,
+not just weights). The architecture is detected from the keys and shapes. Nothing is
+unpickled beyond tensors and plain containers.
 """
 
 from __future__ import annotations
@@ -61,8 +63,11 @@ def _signature(arch: Architecture) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat ``{name: tensor}`` dict on the CPU, ``module.`` stripped."""
+def read_state_dict(path: str | Path, trust_torchscript: bool = False) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat ``{name: tensor}`` dict on the CPU, ``module.`` stripped.
+
+    A TorchScript archive is refused unless ``trust_torchscript``: loading one runs its code.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -78,6 +83,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"{path}: not a valid .safetensors file ({exc})") from exc
     elif _is_torchscript(path):
+        if not trust_torchscript:
+            raise CheckpointError(
+                f"{path}: a TorchScript archive holds code, not just weights, and is not loaded by "
+                "default; load it only if you trust its source (--trust-torchscript), or use a "
+                ".pth/.safetensors release of the same model"
+            )
+        log.warning("%s: loading a TorchScript archive (trusted by the caller: it runs code)", path)
         try:
             obj = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception as exc:
@@ -165,13 +177,15 @@ def load_model(
     device: str | torch.device = "cpu",
     kind: str | None = None,
     dtype: torch.dtype | None = None,
+    trust_torchscript: bool = False,
 ) -> nn.Module:
     """Load a checkpoint as its model, in eval mode, on ``device``.
 
     ``kind`` ("wav2lip", "disc_qual", "syncnet") rejects a checkpoint of another kind with a
-    clear message (e.g. the lip-sync expert passed as the generator).
+    clear message (e.g. the lip-sync expert passed as the generator). ``trust_torchscript``
+    allows TorchScript archives (see ``read_state_dict``).
     """
-    state = read_state_dict(path)
+    state = read_state_dict(path, trust_torchscript=trust_torchscript)
     arch = detect_architecture(state, path)
     if kind is not None and arch.kind != kind:
         raise CheckpointError(
