@@ -85,7 +85,8 @@ def test_run_by_server_path_is_queued_and_polled(api):
 def test_info_routes(api):
     assert api.get(API_PREFIX + "/version").json()["api"] == 1
     schema = api.get(API_PREFIX + "/schema").json()
-    assert "mode" in schema["run"]["settings"] and "out" not in schema["run"]["settings"]
+    settings = schema["properties"]["settings"]["properties"]
+    assert "mode" in settings and "out" not in settings and "refine_size" in settings
     assert api.get(API_PREFIX + "/jobs/nope").status_code == 404
     assert api.post(API_PREFIX + "/jobs/nope/cancel").status_code == 404
     assert api.get(API_PREFIX + "/jobs/nope/video").status_code == 404

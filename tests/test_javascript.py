@@ -211,11 +211,10 @@ def test_standalone_app(result):
 
 
 def test_tooltip_ids_exist_in_the_ui():
-    """Every tooltip targets a real elem_id of wav2lip_uhq/ui.py."""
-    ui = (JS.parents[1] / "wav2lip_uhq" / "ui.py").read_text(encoding="utf-8")
-    ids = set(re.findall(r'eid\("([a-z_]+)"\)', ui))
-    if 'f"pad_{side}"' in ui:  # the four pads are made in a loop
-        ids |= {"pad_top", "pad_bottom", "pad_left", "pad_right"}
+    """Every tooltip targets a real elem_id of the UI (the form makes one per declared option)."""
+    from wav2lip_uhq.ui import element_ids
+
+    ids = element_ids()
     text = JS.read_text(encoding="utf-8")
     block = text[text.index("var TIPS = {") : text.index("};", text.index("var TIPS = {"))]
     keys = set(re.findall(r"^\s{8}([a-z_]+):", block, flags=re.MULTILINE))

@@ -209,7 +209,7 @@ def test_ui_run_handler_end_to_end(astronaut_png, speech_short, w2l_checkpoint, 
 
     runner = UIRunner(results_dir=tmp_path / "res", cache_dir=tmp_path / "cache", device="cpu")
     demo = build_ui(runner)
-    fns = [f.fn for f in _block_fns(demo) if getattr(f.fn, "__name__", "") == "on_run"]
+    fns = [f.fn for f in _block_fns(demo) if getattr(f.fn, "__name__", "") == "run"]
     assert len(fns) == 1
     values = {k: None for k in UI_KEYS}
     from wav2lip_uhq.ui import DEFAULTS
@@ -218,8 +218,9 @@ def test_ui_run_handler_end_to_end(astronaut_png, speech_short, w2l_checkpoint, 
     values.update(face=str(astronaut_png), audio=str(speech_short), mode="fast", checkpoint=str(w2l_checkpoint),
                   box="80 200 170 280", batch_size=4)
     updates = list(fns[0](*[values[k] for k in UI_KEYS]))
-    status, video, settings, recent, gallery = updates[-1]
+    status, video, summary, settings, recent, gallery = updates[-1]
     assert status.startswith("done:") and Path(video).is_file() and settings["mode"] == "fast"
+    assert summary.startswith("done:") and "mode fast" in summary  # one line; the JSON sits folded
     assert recent["value"] == video
     [(thumb, caption)] = gallery["value"]  # the new result's first frame in the gallery
     assert caption == Path(video).name and Path(thumb).is_file()

@@ -31,18 +31,27 @@ from typing import Any
 from . import __version__
 from .config import RunConfig
 from .files import write_atomic
-from .ui import DEFAULTS, FACE_TYPES, UIInputError, config_from_ui
+from .options import json_schema, value_keys
+from .ui import FACE_TYPES, UIInputError, config_from_ui
 from .ui_runner import Job, UIRunner
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/wav2lip-uhq/v1"
 AUDIO_TYPES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".webm", ".mp4", ".mov", ".mkv")
-REQUEST_KEYS = ("face", "audio", "settings", "output_name")
-# Settings a client may not set: where files go and what the host runs on are the host's choice.
-HOST_KEYS = ("out", "results_dir", "models_dir", "cache_dir", "device")
+REQUEST_KEYS = ("face", "audio", "settings", "output_name", "wait")
 # Settings that name model files: a bare file name inside the models folder (or a known name).
-MODEL_FILE_KEYS = ("checkpoint", "restorer", "upscaler", "sd_checkpoint")
+MODEL_FILE_KEYS = ("checkpoint", "restorer", "upscaler", "parser", "sd_checkpoint")
+
+
+def client_keys() -> list[str]:
+    """The settings a client may send: the options declared ``client=True``."""
+    return value_keys(client=True)
+
+
+def host_keys() -> list[str]:
+    """Settings only the server chooses (where files go, what it runs on, whether it downloads)."""
+    return value_keys(client=False)
 
 
 class ApiError(Exception):
@@ -63,6 +72,7 @@ class ApiPolicy:
     uploads_dir: Path
     allowed_dirs: tuple[Path, ...] = ()
     models_dir: Path | None = None
+    allow_download: bool = False  # the server's setting; a client cannot change it
     max_upload_bytes: int = 1 << 30
     keep_jobs: int = 200  # finished jobs remembered for status queries
 
@@ -152,24 +162,25 @@ def parse_request(payload: Any, policy: ApiPolicy, runner: UIRunner, job_id: str
     """The ``RunConfig`` for one ``/run`` request, or ``ApiError`` (4xx) saying what is wrong."""
     if not isinstance(payload, Mapping):
         raise ApiError(400, "the request body must be a JSON object")
-    unknown = set(payload) - set(REQUEST_KEYS) - {"wait"}
+    unknown = set(payload) - set(REQUEST_KEYS)
     if unknown:
-        allowed = ", ".join(REQUEST_KEYS)
-        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {allowed}, wait")
+        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(REQUEST_KEYS)}")
+    if "wait" in payload and not isinstance(payload["wait"], bool):
+        raise ApiError(400, f"wait: {payload['wait']!r} is not true or false")
     settings = payload.get("settings") or {}
     if not isinstance(settings, Mapping):
         raise ApiError(400, "settings must be a JSON object of UI settings")
-    bad = sorted(set(settings) & set(HOST_KEYS))
-    if bad:
-        raise ApiError(403, f"settings {', '.join(bad)} are chosen by the server, not by a request")
-    unknown = sorted(set(settings) - set(DEFAULTS) - {"face", "audio"})
-    if unknown:
-        raise ApiError(400, f"unknown setting(s) {', '.join(unknown)}; see GET {API_PREFIX}/schema")
     if "face" in settings or "audio" in settings:
         raise ApiError(400, "give face and audio at the top level of the request, not in settings")
+    bad = sorted(set(settings) & set(host_keys()))
+    if bad:
+        raise ApiError(403, f"settings {', '.join(bad)} are chosen by the server, not by a request")
+    unknown = sorted(set(settings) - set(client_keys()))
+    if unknown:
+        raise ApiError(400, f"unknown setting(s) {', '.join(unknown)}; see GET {API_PREFIX}/schema")
     from .checkpoints import KNOWN_CHECKPOINTS, models_dir
 
-    values: dict[str, Any] = {**runner.base_values(), **settings}
+    values: dict[str, Any] = {**settings, **runner.base_values(), "allow_download": policy.allow_download}
     folder = models_dir(policy.models_dir or runner.models_dir)
     for key in MODEL_FILE_KEYS:
         name = _model_setting(key, settings.get(key))
@@ -304,17 +315,30 @@ class JobQueue:
 
 
 def schema() -> dict[str, Any]:
-    """The request format, for clients (``GET /schema``)."""
+    """The request format as a JSON Schema (``GET /schema``); ``settings`` are the declared options
+    a client may set, with their types, ranges, choices and defaults."""
+    media = {
+        "anyOf": [
+            {"type": "string", "description": "a server path inside a folder the server allows"},
+            {"type": "object", "required": ["base64", "name"], "additionalProperties": False,
+             "properties": {"base64": {"type": "string"}, "name": {"type": "string"}}},
+        ]
+    }
+    settings = json_schema(client_keys())
+    settings.pop("$schema")
     return {
-        "run": {
-            "face": "server path inside an allowed folder, or {'base64': str, 'name': 'clip.mp4'}",
-            "audio": "server path inside an allowed folder, or {'base64': str, 'name': 'speech.wav'}",
-            "settings": {k: v for k, v in DEFAULTS.items() if k not in ("face", "audio", *HOST_KEYS)},
-            "output_name": "optional file name for the result in the results folder",
-            "wait": "optional bool: answer when the job has finished",
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "POST /run request",
+        "type": "object",
+        "required": ["face", "audio"],
+        "additionalProperties": False,
+        "properties": {
+            "face": {**media, "description": f"video or image ({', '.join(FACE_TYPES)})"},
+            "audio": {**media, "description": f"speech ({', '.join(AUDIO_TYPES)})"},
+            "settings": settings,
+            "output_name": {"type": "string", "description": "file name for the result in the results folder"},
+            "wait": {"type": "boolean", "default": False, "description": "answer when the job has finished"},
         },
-        "face_types": list(FACE_TYPES),
-        "audio_types": list(AUDIO_TYPES),
     }
 
 
@@ -357,7 +381,7 @@ def register_routes(app, runner: UIRunner, policy: ApiPolicy, *, prefix: str = A
             return error(exc.status, exc.message)
         upload_dir = policy.uploads_dir / job_id
         item = jobs.submit(job_id, config, upload_dir if upload_dir.exists() else None)
-        wait = isinstance(payload, Mapping) and payload.get("wait") is True
+        wait = payload.get("wait") is True
         if wait:
             await loop.run_in_executor(None, item.finished.wait)
             return JSONResponse(item.to_json(), status_code=200)

@@ -5,106 +5,154 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .compositing import BLENDS
+from .faces.detection import DETECTORS
+from .faces.landmarks import LANDMARK_SMOOTHING
+from .faces.track import SMOOTHING
+from .masks import MASK_REGIONS
+from .options import check_fields, option
 from .refine.base import RefineOptions
 from .video import EncodeSettings
 
 MODES = ("fast", "feather", "improved", "enhanced", "uhq")
 SILENCE_MODES = ("off", "close", "keep")
 LOOP_MODES = ("forward", "pingpong")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass
 class FaceOptions:
     """How the face is found in each frame."""
 
-    detector: str = "s3fd"  # "s3fd" or "dlib"
-    box: tuple[int, int, int, int] | None = None  # fixed box: top, bottom, left, right (skips detection)
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right (upstream default)
-    smoothing: str = "centered"  # "centered" (no lag), "upstream" (5-frame forward mean), "none"
-    face_index: int | None = None  # None: largest face; else the N-th face from the left
-    detect_max_size: int | None = 720  # downscale frames to this long side for detection (0/None: full)
-    batch_size: int = 16
-    s3fd_path: Path | None = None
+    detector: str = option("s3fd", "face detector: s3fd (neural, default) or dlib (HOG, offline, CPU)",
+                           group="faces", choices=DETECTORS)
+    box: tuple[int, int, int, int] | None = option(
+        None, "fixed face box, skips detection (upstream order)", group="faces", kind="box", null=None,
+        label="face box", widget="textbox")
+    pads: tuple[int, int, int, int] = option(
+        (0, 10, 0, 0), "padding around the detected face in pixels (upstream default 0 10 0 0)", group="faces",
+        kind="ints4", parts=("pad_top", "pad_bottom", "pad_left", "pad_right"),
+        part_labels=("top padding", "bottom padding", "left padding", "right padding"))
+    smoothing: str = option("centered", "box smoothing over time: centered (no lag), upstream (5-frame forward "
+                            "mean), none", group="faces", choices=SMOOTHING, label="box smoothing",
+                            cli_aliases=("--nosmooth=none",))
+    face_index: int | None = option(None, "which face when several: N-th from the left (-1: the largest)",
+                                    group="faces", minimum=0, maximum=64, null=-1, kind="int",
+                                    label="face index", widget="number")
+    detect_max_size: int | None = option(720, "downscale frames to this long side for detection (0: full size)",
+                                         group="faces", minimum=0, maximum=8192, widget="number",
+                                         label="detection size")
+    batch_size: int = option(16, "frames per face-detection call", group="faces", key="face_det_batch_size",
+                             minimum=1, maximum=256, widget="number", label="detection batch size")
+    s3fd_path: Path | None = option(None, "S3FD weights (default: the models folder)", group="faces",
+                                    kind="path", null=None, ui=False, client=False)
 
 
 @dataclass
 class FrameOptions:
     """Preprocessing of the face frames (upstream's options) and timing."""
 
-    resize_factor: int = 1
-    crop: tuple[int, int, int, int] = (0, -1, 0, -1)  # top, bottom, left, right after resize/rotate
-    rotate: bool = False  # rotate 90 degrees clockwise
-    fps: float = 25.0  # for still images only
-    loop: str = "forward"  # a video shorter than the audio: "forward" (upstream) or "pingpong"
+    resize_factor: int = option(1, "divide the frame size by this factor", group="frames", minimum=1,
+                                maximum=16, widget="number")
+    crop: tuple[int, int, int, int] = option(
+        (0, -1, 0, -1), "crop the frames after resize/rotate (-1: to the edge)", group="frames", kind="ints4",
+        parts=("crop_top", "crop_bottom", "crop_left", "crop_right"),
+        part_labels=("crop top", "crop bottom", "crop left", "crop right"))
+    rotate: bool = option(False, "rotate frames 90 degrees clockwise", group="frames")
+    fps: float = option(25.0, "frame rate for a still image", group="frames", minimum=1.0, maximum=120.0,
+                        widget="number", label="still-image fps")
+    loop: str = option("forward", "how a video shorter than the audio repeats: forward (upstream) or "
+                       "pingpong", group="frames", choices=LOOP_MODES, cli_aliases=("--pingpong=pingpong",))
 
 
 @dataclass
 class CompositeOptions:
     """How the new mouth is put back (modes improved and enhanced)."""
 
-    landmarks: str = "auto"  # "fan", "dlib", or "auto" (dlib with the dlib detector, else fan)
-    landmark_smoothing: str = "savgol"  # zero-lag Savitzky-Golay, or "none"
-    mask_region: str = "lower_face"  # "lower_face" (lips, chin, lower cheeks) or "mouth"
-    mask_dilate: float = 0.0  # grow (+) / shrink (-) the mask, fraction of the face width
-    mask_feather: float = 0.12  # soft edge width, fraction of the face width
-    colour_match: bool = True
-    sharpen: float = 0.0  # unsharp amount for the new mouth (0: off)
-    regrain: bool = False  # add the original's grain to the new mouth
-    blend: str = "alpha"  # "alpha", "laplacian", "poisson"
-    aligned: bool = False  # rotate tilted heads upright for the generator, then back
-    silence: str = "off"  # on silent audio: "off", "close" (closed mouth), "keep" (original frame)
-    silence_db: float = -35.0  # silent: this far below the clip's speech level (or under -60 dBFS)
-    restorer: Path | None = None  # enhanced: GFPGAN / CodeFormer / RestoreFormer checkpoint
-    restore_strength: float = 0.7  # 0: original, 1: fully restored (inside the mouth mask only)
-    fidelity: float = 0.7  # CodeFormer's fidelity weight w
-    upscaler: Path | None = None  # enhanced: a super-resolution checkpoint applied to the 96 px output
-    parser: Path | None = (
-        None  # face-parsing BiSeNet checkpoint (79999_iter.pth): keeps hair, hands, occluders
-    )
-    parser_keep_neck: bool = False  # let the new chin extend over the neck
-    debug_video: Path | None = None  # write result | mask and landmarks overlay, side by side
-    fan_path: Path | None = None  # FAN weights (default: the models folder)
+    landmarks: str = option("auto", "68-point landmarks: fan (with s3fd) or dlib (offline); auto picks by "
+                            "detector", group="compositing", choices=("auto", "fan", "dlib"))
+    landmark_smoothing: str = option("savgol", "landmark smoothing over time: zero-lag Savitzky-Golay or none",
+                                     group="compositing", choices=LANDMARK_SMOOTHING)
+    mask_region: str = option("lower_face", "lower_face: lips, chin, lower cheeks; mouth: lips and around",
+                              group="compositing", choices=MASK_REGIONS)
+    mask_dilate: float = option(0.0, "grow (+) / shrink (-) the mask, fraction of the face width",
+                                group="compositing", minimum=-0.5, maximum=0.5, step=0.01)
+    mask_feather: float = option(0.12, "soft edge width, fraction of the face width", group="compositing",
+                                 minimum=0.0, maximum=1.0, step=0.01)
+    colour_match: bool = option(True, "match the new mouth's colours to the frame", group="compositing")
+    sharpen: float = option(0.0, "unsharp amount for the new mouth (0: off)", group="compositing",
+                            minimum=0.0, maximum=5.0, step=0.05)
+    regrain: bool = option(False, "add the original's grain to the new mouth", group="compositing")
+    blend: str = option("alpha", "how the mouth is blended in", group="compositing", choices=BLENDS)
+    aligned: bool = option(False, "rotate tilted heads upright for the generator, then back",
+                           group="compositing", label="align tilted heads")
+    silence: str = option("off", "on silent audio: off, close (closed mouth), keep (original frame)",
+                          group="compositing", choices=SILENCE_MODES, label="on silence")
+    silence_db: float = option(-35.0, "silent: this far below the clip's speech level (dB; or under -60 dBFS)",
+                               group="compositing", minimum=-80.0, maximum=-1.0, step=1.0, label="silence level")
+    restorer: Path | None = option(None, "GFPGAN / CodeFormer / RestoreFormer checkpoint (default GFPGANv1.4)",
+                                   group="restoration", kind="path", null=None, label="restorer checkpoint")
+    restore_strength: float = option(0.7, "0: original, 1: fully restored (inside the mouth mask only)",
+                                     group="restoration", minimum=0.0, maximum=1.0, step=0.05)
+    fidelity: float = option(0.7, "CodeFormer's fidelity weight w", group="restoration", minimum=0.0,
+                             maximum=1.0, step=0.05, label="CodeFormer fidelity")
+    upscaler: Path | None = option(None, "super-resolution checkpoint applied to the generator's output",
+                                   group="restoration", kind="path", null=None,
+                                   label="super-resolution checkpoint")
+    parser: Path | None = option(None, "face-parsing BiSeNet checkpoint (79999_iter.pth): never paint over hair,"
+                                 " hands, occluders", group="compositing", kind="path", null=None,
+                                 label="face-parsing checkpoint")
+    parser_keep_neck: bool = option(False, "with a parser: let the new chin extend over the neck",
+                                    group="compositing")
+    debug_video: Path | None = option(None, "also write result | mask+landmarks overlay, side by side",
+                                      group="output", kind="path", null=None, ui=False, client=False)
+    fan_path: Path | None = option(None, "FAN weights (default: the models folder)", group="compositing",
+                                   kind="path", null=None, ui=False, client=False)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass
 class RunConfig:
     face: Path
     audio: Path
-    out: Path | None = None  # None: a new unique name in ``results_dir``
-    checkpoint: str | Path | None = None  # path, known name, or None for the default
-    mode: str = "improved"
+    out: Path | None = option(None, "output file (default: a new name in the results folder)", group="run",
+                              kind="path", null=None, ui=False, client=False)
+    checkpoint: str | Path | None = option(
+        "wav2lip_gan", "generator checkpoint: a path or a known name", group="run", kind="str", null=None,
+        label="generator checkpoint", widget="dropdown")
+    mode: str = option("improved", "fast: upstream's hard box paste; feather: blended lower-face rectangle; "
+                       "improved: landmark mask + colour match; enhanced: + face restoration; uhq: + SD img2img "
+                       "refinement", group="run", choices=MODES, widget="dropdown")
     faces: FaceOptions = field(default_factory=FaceOptions)
     frames: FrameOptions = field(default_factory=FrameOptions)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     composite: CompositeOptions = field(default_factory=CompositeOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)  # mode "uhq": SD refinement of the mouth
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
-    precision: str = (
-        "auto"  # "auto" (fp16 on CUDA, bf16 on CPUs that have it except in fast mode), "fp32", "fp16", "bf16"
-    )
-    batch_size: int = 32  # generator batch (at most; batches of large frames end at 96 MiB of frames)
-    models_dir: Path | None = None
-    cache_dir: Path | None = None  # None: ~/.cache/wav2lip-uhq; detection results live here
-    results_dir: Path = Path("results")
-    allow_download: bool = True
+    device: str = option("auto", "auto, cpu, cuda, cuda:N, mps", group="compute", ui=False, client=False)
+    precision: str = option("auto", "generator precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16 "
+                            "(not in fast mode)", group="compute", choices=PRECISIONS)
+    batch_size: int = option(32, "generator batch size (at most; a batch also ends at 96 MiB of frames)",
+                             group="compute", minimum=1, maximum=1024, widget="number")
+    models_dir: Path | None = option(None, "models folder (default: $WAV2LIP_UHQ_MODELS or "
+                                     "~/.cache/wav2lip-uhq/models)", group="compute", kind="path", null=None,
+                                     ui=False, client=False)
+    cache_dir: Path | None = option(None, "cache folder for face detections (default ~/.cache/wav2lip-uhq)",
+                                    group="compute", kind="path", null=None, ui=False, client=False)
+    results_dir: Path = option(Path("results"), "where results go when no output is named", group="compute",
+                               kind="path", ui=False, client=False, cli=None)
+    allow_download: bool = option(True, "download missing released checkpoints into the models folder",
+                                  group="compute", cli="--download", client=False,
+                                  label="download missing released checkpoints")
 
     def __post_init__(self) -> None:
         self.face = Path(self.face)
         self.audio = Path(self.audio)
         if self.out is not None:
             self.out = Path(self.out)
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
-        if self.frames.loop not in LOOP_MODES:
-            raise ValueError(f"unknown loop mode {self.frames.loop!r} (choose from {', '.join(LOOP_MODES)})")
-        if self.composite.silence not in SILENCE_MODES:
-            raise ValueError(
-                f"unknown silence mode {self.composite.silence!r} (choose from {', '.join(SILENCE_MODES)})"
-            )
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if self.frames.resize_factor < 1:
-            raise ValueError("resize_factor must be at least 1")
+        for group in (self, self.faces, self.frames):
+            check_fields(group)  # composite, refine and encode check themselves
 
     def to_dict(self) -> dict:
         """JSON-friendly settings (saved next to results)."""

@@ -15,7 +15,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from ..options import Option, check_fields, option
 from ..regions import crop_padded
+from .control import PREPROCESSORS
 
 DEFAULT_PROMPT = (
     "photo of a person speaking, natural lips, detailed mouth, realistic teeth, sharp focus, "
@@ -27,57 +29,95 @@ DEFAULT_NEGATIVE = (
 )
 
 
+SAMPLER_NAMES = ("dpm++_2m_karras", "dpm++_2m", "euler", "euler_a", "ddim", "unipc", "lcm", "turbo")
+OPENINGS = ("auto", "landmarks", "cavity")
+
+
 @dataclass(frozen=True)
 class ControlSpec:
     """One ControlNet: ``model`` is a path (file or diffusers folder) for the diffusers backend,
     a model name from the host's list for the WebUI backend; ``preprocessor`` turns the Wav2Lip
     crop into its control image (see ``control.PREPROCESSORS``)."""
 
-    model: str
-    preprocessor: str = "canny"
-    weight: float = 1.0
-    guidance_start: float = 0.0
-    guidance_end: float = 1.0
+    model: str = field(metadata={"option": Option(
+        "ControlNet model: a file or diffusers folder (in a WebUI: a name from the ControlNet list)",
+        "refinement", key="controlnet", kind="str", label="ControlNet model")})
+    preprocessor: str = option("canny", "turns the generated crop into the control image", group="refinement",
+                               key="controlnet_preprocessor", choices=PREPROCESSORS,
+                               label="ControlNet preprocessor")
+    weight: float = option(1.0, "ControlNet weight", group="refinement", key="controlnet_weight", minimum=0.0,
+                           maximum=2.0, step=0.05, label="ControlNet weight")
+    guidance_start: float = option(0.0, "fraction of the steps where the ControlNet starts", group="refinement",
+                                   key="controlnet_start", minimum=0.0, maximum=1.0, step=0.05,
+                                   label="ControlNet start")
+    guidance_end: float = option(1.0, "fraction of the steps where the ControlNet ends", group="refinement",
+                                 key="controlnet_end", minimum=0.0, maximum=1.0, step=0.05,
+                                 label="ControlNet end")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+_R = "refinement"
 
 
 @dataclass
 class RefineOptions:
     """``--mode uhq``: SD 1.5-family img2img + ControlNet on the masked mouth."""
 
-    checkpoint: Path | str | None = None  # single-file .safetensors/.ckpt or a diffusers folder
-    config_dir: Path | None = None  # diffusers-layout configs + tokenizer for a single file (offline)
-    controlnets: tuple[ControlSpec, ...] = ()
-    prompt: str = DEFAULT_PROMPT
-    negative_prompt: str = DEFAULT_NEGATIVE
-    denoise: float = 0.3  # img2img strength: about steps x denoise steps run (like the WebUI)
-    steps: int = 20
-    cfg: float = 5.0
-    sampler: str = "dpm++_2m_karras"  # see diffusers_backend.SAMPLERS; "lcm" for LCM / LCM-LoRA
-    seed: int = 1234  # the same seed, hence the same noise in crop coordinates, for every frame
-    size: int = 512  # working size of the square crop (512 for SD 1.5)
-    margin: float = 0.15  # crop margin around the mask, fraction of the mask's larger side
-    every: int = 1  # refine every N-th frame; the refinement of the others is interpolated
-    batch_size: int = 8  # crops per diffusion call
-    loras: tuple[tuple[str, float], ...] = ()  # (path, weight)
-    embeddings: tuple[str, ...] = ()  # textual-inversion files; the token is the file name
-    attention_slicing: bool = False
-    cpu_offload: bool = False
-    precision: str = "auto"  # fp16 on CUDA, fp32 elsewhere
-    temporal_blend: float = 0.0  # 0..1: weight of the previous frame's refinement (residual) along a track
-    sync_tolerance: float | None = 0.12  # max mouth-opening change / mouth width; None: no check
-    opening: str = "auto"  # how the opening is measured: "landmarks", "cavity", "auto"
-    annotators_dir: Path | None = None  # controlnet-aux annotator weights (lineart), local only
-    mask_threshold: float = 1.0 / 255  # diffusion mask: where the compositing alpha exceeds this
+    checkpoint: Path | str | None = option(
+        None, "SD 1.5-family checkpoint: .safetensors/.ckpt or a diffusers folder (a WebUI uses its loaded one)",
+        group=_R, key="sd_checkpoint", kind="path", null=None, label="Stable Diffusion 1.5 checkpoint")
+    config_dir: Path | None = option(None, "diffusers-layout configs + tokenizer for a single-file checkpoint "
+                                     "(offline)", group=_R, key="sd_config", kind="path", null=None, ui=False,
+                                     client=False)
+    controlnets: tuple[ControlSpec, ...] = option(
+        (), "ControlNets as MODEL[:PRE[:WEIGHT[:START:END]]]; repeatable (the UI shows one)", group=_R,
+        kind="controlnets", cli="--controlnet", label="ControlNet",
+        parts=("controlnet", "controlnet_preprocessor", "controlnet_weight", "controlnet_start",
+               "controlnet_end"))
+    prompt: str = option(DEFAULT_PROMPT, "refinement prompt", group=_R, kind="text")
+    negative_prompt: str = option(DEFAULT_NEGATIVE, "negative prompt", group=_R, kind="text")
+    denoise: float = option(0.3, "img2img strength: about steps x denoise steps run (like the WebUI)", group=_R,
+                            minimum=0.01, maximum=1.0, step=0.01)
+    steps: int = option(20, "sampler steps", group=_R, minimum=1, maximum=150, step=1)
+    cfg: float = option(5.0, "classifier-free guidance (1-2 for LCM/turbo)", group=_R, minimum=0.0,
+                        maximum=30.0, step=0.5, label="CFG scale")
+    sampler: str = option("dpm++_2m_karras", "sampler (lcm for LCM / LCM-LoRA)", group=_R,
+                          choices=SAMPLER_NAMES, widget="dropdown")
+    seed: int = option(1234, "one seed for every frame (the same noise in crop coordinates)", group=_R,
+                       minimum=0, maximum=2**32 - 1, widget="number")
+    size: int = option(512, "working size of the square mouth crop (512 for SD 1.5; smaller is cheaper)",
+                       group=_R, key="refine_size", minimum=32, maximum=2048, multiple_of=8, step=8,
+                       label="refine size")
+    margin: float = option(0.15, "crop margin around the mask, fraction of the mask's larger side", group=_R,
+                           key="refine_margin", minimum=0.0, maximum=1.0, step=0.01, label="refine margin")
+    every: int = option(1, "refine every N-th frame; the refinement of the others is interpolated", group=_R,
+                        key="refine_every", minimum=1, maximum=64, step=1, label="refine every")
+    batch_size: int = option(8, "mouth crops per diffusion call", group=_R, key="refine_batch", minimum=1,
+                             maximum=64, step=1, label="refine batch")
+    loras: tuple[tuple[str, float], ...] = option((), "LoRA file FILE[:WEIGHT]; repeatable", group=_R,
+                                                  kind="loras", cli="--lora", ui=False, client=False)
+    embeddings: tuple[str, ...] = option((), "textual-inversion file (the token is its name); repeatable",
+                                         group=_R, kind="paths", cli="--embedding", ui=False, client=False)
+    attention_slicing: bool = option(False, "less GPU memory, slower (diffusers)", group=_R, client=False)
+    cpu_offload: bool = option(False, "model CPU offload (CUDA; small GPUs; diffusers)", group=_R,
+                               client=False)
+    precision: str = option("auto", "refiner precision: fp16 on CUDA, fp32 elsewhere", group=_R,
+                            key="refine_precision", choices=("auto", "fp32", "fp16", "bf16"), ui=False)
+    temporal_blend: float = option(0.0, "0..1: weight of the previous frame's refinement along a track",
+                                   group=_R, minimum=0.0, maximum=0.95, step=0.05)
+    sync_tolerance: float | None = option(0.12, "max mouth-opening change / mouth width (-1: no check)",
+                                          group=_R, minimum=0.0, maximum=1.0, step=0.01, null=-1.0)
+    opening: str = option("auto", "how the mouth opening is measured", group=_R, choices=OPENINGS,
+                          key="refine_opening", label="mouth opening measure")
+    annotators_dir: Path | None = option(None, "controlnet-aux annotator weights (lineart), local only",
+                                         group=_R, kind="path", null=None, ui=False, client=False)
+    mask_threshold: float = option(1.0 / 255, "diffusion mask: where the compositing alpha exceeds this",
+                                   group=_R, minimum=0.0, maximum=1.0, ui=False)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.denoise <= 1.0:
-            raise ValueError("denoise must be in (0, 1]")
-        if self.steps < 1 or self.every < 1 or self.batch_size < 1:
-            raise ValueError("steps, every and batch_size must be at least 1")
-        if self.size % 8 or self.size < 32:
-            raise ValueError("refine size must be a multiple of 8, at least 32")
-        if not 0.0 <= self.temporal_blend < 1.0:
-            raise ValueError("temporal_blend must be in [0, 1)")
+        check_fields(self)
         self.controlnets = tuple(c if isinstance(c, ControlSpec) else ControlSpec(**c) for c in self.controlnets)
         for c in self.controlnets:
             if not 0.0 <= c.guidance_start < c.guidance_end <= 1.0:

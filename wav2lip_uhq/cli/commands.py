@@ -1,0 +1,117 @@
+"""The commands: ``run``, ``models`` (list / download) and ``app``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..errors import InputError
+
+log = logging.getLogger("wav2lip_uhq")
+
+
+def _progress_bar(quiet: bool):
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    state = {"bar": None, "stage": None}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if total <= 1:  # one-step stages: no bar
+            log.info("%s", stage)
+            return
+        if state["stage"] != stage:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["bar"] = tqdm(
+                total=total, desc=stage, unit="frame" if total > 1 else "", leave=stage == "lip-sync"
+            )
+            state["stage"] = stage
+        bar = state["bar"]
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return update, close
+
+
+def _download_bar(quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bar = {}
+
+    def update(done: int, total: int) -> None:
+        if "b" not in bar:
+            bar["b"] = tqdm(total=total or None, unit="B", unit_scale=True, desc="download")
+        bar["b"].n = done
+        bar["b"].refresh()
+
+    return update
+
+
+def check_inputs(args) -> None:
+    """What can be checked before torch loads: the inputs exist and are files."""
+    for what, path in (("face", args.face), ("audio", args.audio)):
+        if not path.is_file():
+            raise InputError(f"{path}: {what} file not found" if not path.exists() else f"{path}: not a file")
+
+
+def cmd_run(args) -> int:
+    from .arguments import config_from_args
+
+    config = config_from_args(args)  # every option validated before anything heavy loads
+    check_inputs(args)
+    from ..checkpoints import resolve_checkpoint
+    from ..pipeline import run
+
+    # Fetch the checkpoint before the run so its download gets its own progress bar.
+    config.checkpoint = resolve_checkpoint(
+        config.checkpoint, config.models_dir, config.allow_download, _download_bar(args.quiet)
+    )
+    update, close = _progress_bar(args.quiet)
+    try:
+        result = run(config, progress=update)
+    finally:
+        close()
+    msg = f"wrote {result.output} ({result.frames} frames at {result.fps:g} fps, {result.timings['total']:.1f} s)"
+    if result.frames_without_face:
+        msg += f"; {result.frames_without_face} frames without a face were left unchanged"
+    print(msg)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ..checkpoints import download, list_checkpoints, models_dir
+
+    if args.models_command == "download":
+        directory = args.models_dir_dl or args.models_dir
+        path = download(args.name, directory, _download_bar(False))
+        print(f"downloaded {args.name} to {path}")
+        return 0
+    directory = models_dir(args.models_dir)
+    print(f"models folder: {directory}  (set with --models-dir or WAV2LIP_UHQ_MODELS)")
+    for ckpt, path, present in list_checkpoints(args.models_dir):
+        mark = "present" if present else "missing"
+        print(f"  {ckpt.name:<16} {mark:<8} {path.name:<20} {ckpt.description}")
+    return 0
+
+
+def cmd_app(args) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print('error: the app needs gradio: pip install "wav2lip-uhq[ui]"', file=sys.stderr)
+        return 2
+    from ..ui import launch
+    from ..ui_runner import UIRunner
+
+    runner = UIRunner(args.results_dir, args.models_dir, args.cache_dir, args.device)
+    launch(listen=args.listen, port=args.port, share=args.share == "public", runner=runner)
+    return 0

@@ -1,0 +1,153 @@
+"""``build_ui``: the one gradio UI (WebUI tab and standalone app), and ``launch`` for the app.
+
+Uses only what gradio 3.41.2 (A1111), 4.40 (Forge) and current gradio have in common: no
+``.style()``, no ``source``/``sources``, updates through ``gr.update(...)``, every elem_id
+prefixed ``wav2lip_uhq_``. gradio is imported inside the functions, torch only when a job starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import MODES
+from ..ui_runner import UIRunner
+from .compat import pass_audio_file_through
+from .form import SECTIONS, eid, section
+from .handlers import Handlers, mode_change
+from .values import DEFAULTS, FACE_TYPES, UI_KEYS, checkpoint_choices, visibility_for_mode
+
+
+def _inputs_column(gr, d: Mapping[str, Any], comps: dict, runner: UIRunner):
+    """Face, audio, mode and checkpoint: what every run needs. Returns the checkpoint refresh button."""
+    comps["face"] = gr.File(label="Face: video or image", file_types=FACE_TYPES, elem_id=eid("face"))
+    comps["audio"] = gr.Audio(label="Audio (speech)", type="filepath", elem_id=eid("audio"))
+    pass_audio_file_through(comps["audio"])
+    with gr.Row():
+        comps["mode"] = gr.Dropdown(list(MODES), value=d["mode"], label="Mode", elem_id=eid("mode"))
+        ckpts = checkpoint_choices(runner.models_dir)
+        value = d["checkpoint"] if d["checkpoint"] in ckpts else (ckpts[0] if ckpts else None)
+        comps["checkpoint"] = gr.Dropdown(ckpts, value=value, label="Generator checkpoint",
+                                          elem_id=eid("checkpoint"))
+        refresh = gr.Button("Refresh", elem_id=eid("checkpoint_refresh"))
+    comps["allow_download"] = gr.Checkbox(value=d["allow_download"], label="Download missing released checkpoints",
+                                          elem_id=eid("allow_download"))
+    return refresh
+
+
+def _sections(gr, d: Mapping[str, Any], comps: dict, need_sd_checkpoint: bool) -> dict[str, Any]:
+    """The option sections as accordions; returns the accordions whose visibility follows the mode."""
+    shown = visibility_for_mode(d["mode"])
+    groups = {}
+    hidden = () if need_sd_checkpoint else ("sd_checkpoint",)  # the WebUI refines with its loaded model
+    for section_id, title, option_groups, vis in SECTIONS:
+        visible = True if vis is None else shown[vis]
+        with gr.Accordion(title, open=vis is not None, visible=visible, elem_id=eid(section_id)) as acc:
+            section(gr, option_groups, d, comps, hidden=hidden)
+        groups[section_id] = acc
+    return groups
+
+
+def build_ui(
+    runner: UIRunner | None = None,
+    *,
+    need_sd_checkpoint: bool = True,
+    defaults: Mapping[str, Any] | None = None,
+):
+    """The wav2lip-uhq UI as a ``gr.Blocks`` (the WebUI puts it in a tab, the app launches it).
+
+    ``defaults`` overrides initial values by ``DEFAULTS`` key (the WebUI's settings: mode, detector).
+    """
+    unknown = set(defaults or {}) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown UI defaults: {', '.join(sorted(unknown))}")
+    import gradio as gr
+
+    runner = runner or UIRunner()
+    h = Handlers(runner, need_sd_checkpoint)
+    comps: dict[str, Any] = {}
+    d = {**DEFAULTS, **(defaults or {})}
+    with gr.Blocks(analytics_enabled=False) as demo:
+        with gr.Row():
+            with gr.Column():
+                refresh_ckpt = _inputs_column(gr, d, comps, runner)
+                groups = _sections(gr, d, comps, need_sd_checkpoint)
+            with gr.Column():
+                with gr.Row():
+                    comps["preview_frame"] = gr.Number(value=d["preview_frame"], precision=0,
+                                                       label="Preview frame", elem_id=eid("preview_frame"))
+                    preview_btn = gr.Button("Preview one frame", elem_id=eid("preview"))
+                with gr.Row():
+                    preview_img = gr.Image(label="Preview", type="numpy", interactive=False,
+                                           elem_id=eid("preview_image"))
+                    overlay_img = gr.Image(label="Mask and landmarks", type="numpy", interactive=False,
+                                           elem_id=eid("preview_overlay"))
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id=eid("run"))
+                    interrupt_btn = gr.Button("Interrupt", elem_id=eid("interrupt"))
+                status = gr.Textbox(value="idle", label="Progress", interactive=False, elem_id=eid("status"))
+                result_video = gr.Video(label="Result", interactive=False, elem_id=eid("result"))
+                summary = gr.Textbox(label="Result", interactive=False, elem_id=eid("summary"))
+                with gr.Accordion("Settings (saved as <result>.json)", open=False):
+                    settings_json = gr.JSON(label="Settings", elem_id=eid("settings"))
+                gallery = gr.Gallery(value=h.gallery_items(), label="Recent results", columns=4,
+                                     elem_id=eid("gallery"))
+                with gr.Row():
+                    recent = gr.Dropdown(h.recent_choices(), value=None, label="Recent results",
+                                         elem_id=eid("recent"))
+                    refresh_recent = gr.Button("Refresh", elem_id=eid("recent_refresh"))
+
+        missing = set(UI_KEYS) - set(comps)
+        assert not missing, missing
+        inputs = [comps[k] for k in UI_KEYS]
+        mode_groups = [groups["mask_group"], groups["restore_group"], groups["refine_group"]]
+        comps["mode"].change(mode_change, inputs=[comps["mode"]], outputs=mode_groups)
+        refresh_ckpt.click(h.refresh_checkpoints, inputs=[comps["checkpoint"]], outputs=[comps["checkpoint"]])
+        preview_btn.click(h.preview, inputs=inputs, outputs=[preview_img, overlay_img])
+        run_btn.click(h.run, inputs=inputs, outputs=[status, result_video, summary, settings_json, recent, gallery])
+        interrupt_btn.click(h.interrupt, inputs=None, outputs=[status], queue=False)
+        refresh_recent.click(h.refresh_recent, inputs=[recent], outputs=[recent])
+        refresh_recent.click(h.refresh_gallery, inputs=None, outputs=[gallery])
+
+        def on_gallery_select(evt):
+            return h.gallery_select(evt)
+
+        # gradio finds the event argument by its annotation: a real class, not a string
+        on_gallery_select.__annotations__ = {"evt": gr.SelectData}
+        gallery.select(on_gallery_select, inputs=None, outputs=[result_video, settings_json, recent])
+        recent.change(h.recent, inputs=[recent], outputs=[result_video, settings_json])
+
+    demo.wav2lip_uhq_components = comps  # for the WebUI glue and the tests
+    return demo
+
+
+def launch(
+    listen: bool = False,
+    port: int | None = None,
+    share: bool = False,
+    runner: UIRunner | None = None,
+) -> None:
+    """The standalone app: ``build_ui()`` served on 127.0.0.1 (0.0.0.0 with ``listen``)."""
+    import inspect
+
+    from ..cache import default_cache_dir
+
+    runner = runner or UIRunner()
+    demo = build_ui(runner)
+    runner.results_dir.mkdir(parents=True, exist_ok=True)
+    thumbnails = Path(runner.cache_dir or default_cache_dir()) / "thumbnails"
+    extra: dict[str, Any] = {}
+    # The WebUI loads javascript/*.js itself; the app passes it in <head> (gradio 5+: launch(head=)).
+    script = Path(__file__).resolve().parents[2] / "javascript" / "wav2lip_uhq.js"
+    if script.is_file() and "head" in inspect.signature(demo.launch).parameters:
+        extra["head"] = f"<script>{script.read_text(encoding='utf-8')}</script>"
+    demo.queue()  # generators (progress) need it in gradio 3.x; the default elsewhere
+    demo.launch(
+        server_name="0.0.0.0" if listen else "127.0.0.1",
+        server_port=port,
+        share=share,
+        # results and the gallery's thumbnails: the only files outside gradio's own folders it serves
+        allowed_paths=[str(runner.results_dir.resolve()), str(thumbnails.resolve())],
+        **extra,
+    )

@@ -1,0 +1,148 @@
+"""The UI's event handlers: plain methods over a ``UIRunner``; gradio is imported when they run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..ui_runner import RunnerBusy, UIRunner, load_settings
+from .values import PREVIEW_FRAME, UI_KEYS, UIInputError, checkpoint_choices, config_from_ui, visibility_for_mode
+
+
+def message(exc: BaseException) -> str:
+    """One line for the user: our errors as they are, anything else with its type."""
+    from ..errors import Wav2LipUHQError
+
+    if isinstance(exc, (Wav2LipUHQError, ValueError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def summary(settings: dict | None, progress: str) -> str:
+    """The one-line result summary shown above the (folded) settings."""
+    if not settings:
+        return progress
+    return f"{progress} — mode {settings.get('mode', '?')}"
+
+
+def mode_change(mode: str) -> tuple[dict, dict, dict]:
+    """The mode dropdown's handler: visibility updates for the mask, restoration and refinement groups."""
+    import gradio as gr
+
+    vis = visibility_for_mode(mode)
+    return (
+        gr.update(visible=vis["mask"]),
+        gr.update(visible=vis["restore"]),
+        gr.update(visible=vis["refine"]),
+    )
+
+
+class Handlers:
+    """What the buttons do. ``args`` are the component values in ``UI_KEYS`` order."""
+
+    def __init__(self, runner: UIRunner, need_sd_checkpoint: bool = True) -> None:
+        self.runner = runner
+        self.need_sd_checkpoint = need_sd_checkpoint
+        self.gallery_videos: list[str] = []  # the videos behind the gallery's pictures, in order
+
+    def values(self, args: Sequence[Any]) -> dict:
+        return {**dict(zip(UI_KEYS, args)), **self.runner.base_values()}
+
+    def config(self, args: Sequence[Any]):
+        import gradio as gr
+
+        try:
+            return config_from_ui(self.values(args), need_sd_checkpoint=self.need_sd_checkpoint)
+        except UIInputError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def recent_choices(self) -> list[str]:
+        return [str(p) for p in self.runner.recent_results()]
+
+    def gallery_items(self) -> list[tuple[str, str]]:
+        items = self.runner.recent_gallery()
+        self.gallery_videos[:] = [video for _, _, video in items]
+        return [(thumb, caption) for thumb, caption, _ in items]
+
+    def refresh_checkpoints(self, current):
+        import gradio as gr
+
+        choices = checkpoint_choices(self.runner.models_dir)
+        return gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None))
+
+    def preview(self, *args):
+        import gradio as gr
+
+        from ..options import OptionError, coerce
+
+        config = self.config(args)
+        try:
+            frame = coerce(PREVIEW_FRAME, self.values(args).get("preview_frame", 0))
+        except OptionError as exc:
+            raise gr.Error(str(exc)) from None
+        try:
+            return self.runner.preview(config, frame)
+        except RunnerBusy as exc:
+            raise gr.Error(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - any failure becomes one message
+            raise gr.Error(message(exc)) from None
+
+    def run(self, *args) -> Iterator[tuple]:
+        """Progress while the job runs, then (status, video, summary, settings, recent, gallery)."""
+        import gradio as gr
+
+        config = self.config(args)
+        try:
+            job = self.runner.start(config)
+        except RunnerBusy as exc:
+            raise gr.Error(str(exc)) from None
+        unchanged = (gr.update(),) * 5
+        while not job.done.wait(0.5):
+            yield (job.progress_text(), *unchanged)
+        if job.error is not None and not job.cancelled:
+            yield (job.progress_text(), *unchanged)
+            raise gr.Error(message(job.error))
+        if job.cancelled:
+            yield (job.progress_text(), *unchanged)
+            return
+        out = str(job.result.output)
+        settings = load_settings(out)
+        yield (
+            job.progress_text(),
+            out,
+            summary(settings, job.progress_text()),
+            settings,
+            gr.update(choices=self.recent_choices(), value=out),
+            gr.update(value=self.gallery_items()),
+        )
+
+    def interrupt(self) -> str:
+        return "interrupting..." if self.runner.cancel() else self.runner.progress_text()
+
+    def refresh_recent(self, current):
+        import gradio as gr
+
+        choices = self.recent_choices()
+        return gr.update(choices=choices, value=current if current in choices else None)
+
+    def refresh_gallery(self):
+        import gradio as gr
+
+        return gr.update(value=self.gallery_items())
+
+    def gallery_select(self, evt):
+        import gradio as gr
+
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        if not 0 <= index < len(self.gallery_videos) or not Path(self.gallery_videos[index]).is_file():
+            return gr.update(), gr.update(), gr.update()
+        path = self.gallery_videos[index]
+        return path, load_settings(path), gr.update(choices=self.recent_choices(), value=path)
+
+    def recent(self, path):
+        import gradio as gr
+
+        if not path:
+            return gr.update(), gr.update()
+        return path, load_settings(path)

@@ -1,0 +1,162 @@
+"""The UI's values: defaults from the option schema, and the one mapping to a ``RunConfig``.
+
+Pure Python (no gradio, no torch): the API and the tests use it too. Every key is a flat
+option key of ``wav2lip_uhq.options`` (``pad_top`` for a part of ``pads``), plus the inputs
+(``face``, ``audio``) and ``preview_frame``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..options import Option
+
+FACE_TYPES = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".jpg", ".jpeg", ".png", ".webp", ".bmp"]
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+INPUT_KEYS = ("face", "audio")
+UI_ONLY_KEYS = ("preview_frame",)
+PREVIEW_FRAME = Option("the output frame the preview shows", "run", key="preview_frame", kind="int",
+                       label="preview frame", minimum=0)
+
+
+class UIInputError(ValueError):
+    """Bad or missing input, with a message for the user (shown as ``gr.Error``)."""
+
+
+def file_path(value: Any) -> Path | None:
+    """A path from what gradio gives for a file: str, tempfile (3.x ``.name``), dict, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        pass
+    elif isinstance(value, Mapping):  # gradio 4+ FileData as a dict
+        value = value.get("path") or value.get("name")
+    elif not isinstance(value, (list, tuple)):  # gradio 3.x tempfile wrapper: the path is .name
+        value = getattr(value, "name", value)
+    if isinstance(value, (list, tuple)):  # gr.Video output-style (video, subtitles)
+        value = value[0] if value else None
+    return Path(str(value)) if value else None
+
+
+def ui_defaults() -> dict[str, Any]:
+    """Every UI key with its default, straight from the option declarations."""
+    from ..config import RunConfig
+    from ..options import registry, values_from_config
+
+    shown = {k for opt in registry().values() if opt.ui for k in opt.value_keys()}
+    flat = values_from_config(RunConfig(face=Path("face"), audio=Path("audio")))
+    return {"face": None, "audio": None, **{k: v for k, v in flat.items() if k in shown}, "preview_frame": 0}
+
+
+DEFAULTS: dict[str, Any] = ui_defaults()
+UI_KEYS = tuple(DEFAULTS)
+
+
+def parse_box(text: Any) -> tuple[int, int, int, int] | None:
+    """``"TOP BOTTOM LEFT RIGHT"`` (spaces or commas) -> a box, ``""`` -> None (detect)."""
+    from ..options import OptionError, coerce, get
+
+    try:
+        return coerce(get("box"), text)
+    except OptionError as exc:
+        raise UIInputError(str(exc)) from None
+
+
+def resolve_checkpoint_choice(choice: Any, models_dir: Path | None) -> str | Path | None:
+    """A known name stays a name (downloaded on first use); a file name is looked up in the models folder."""
+    from ..checkpoints import KNOWN_CHECKPOINTS
+    from ..checkpoints import models_dir as default_models_dir
+
+    if choice is None or choice == "":
+        return None
+    choice = str(choice)
+    if choice in KNOWN_CHECKPOINTS:
+        return choice
+    path = Path(choice).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = default_models_dir(models_dir) / choice
+    return path
+
+
+def checkpoint_choices(models_dir: Path | None = None) -> list[str]:
+    """Generator checkpoints for the dropdown: the released names, then other files in the models folder."""
+    from ..checkpoints import KNOWN_CHECKPOINTS, list_checkpoints
+    from ..checkpoints import models_dir as default_models_dir
+
+    names = [c.name for c, _, _ in list_checkpoints(models_dir) if c.kind == "wav2lip"]
+    known_files = {c.filename for c in KNOWN_CHECKPOINTS.values()}
+    folder = default_models_dir(models_dir)
+    extra = []
+    if folder.is_dir():
+        extra = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES and p.name not in known_files
+        )
+    return names + extra
+
+
+def visibility_for_mode(mode: str) -> dict[str, bool]:
+    """Which option groups matter in ``mode``."""
+    return {
+        "mask": mode in ("improved", "enhanced", "uhq"),
+        "restore": mode == "enhanced",
+        "refine": mode == "uhq",
+    }
+
+
+def _inputs(values: Mapping[str, Any]) -> tuple[Path, Path]:
+    face, audio = file_path(values.get("face")), file_path(values.get("audio"))
+    if face is None and audio is None:
+        raise UIInputError("Add a face video or image and an audio file.")
+    if face is None:
+        raise UIInputError("Add a face video or image.")
+    if audio is None:
+        raise UIInputError("Add an audio file (speech).")
+    for what, path in (("face", face), ("audio", audio)):
+        if not path.is_file():
+            raise UIInputError(f"{what} file not found: {path}")
+    return face, audio
+
+
+def config_from_ui(values: Mapping[str, Any], *, need_sd_checkpoint: bool = True):
+    """Map the UI's (or the API's) values to a ``RunConfig``; ``UIInputError`` says what is wrong.
+
+    Keys missing from ``values`` take the declared defaults. ``need_sd_checkpoint=False`` when the
+    host (the WebUI) supplies the Stable Diffusion model for ``uhq``.
+    """
+    from ..options import config_from_values, part_owner
+
+    face, audio = _inputs(values)
+    known = {k: v for k, v in values.items() if part_owner(k) is not None}
+    if "checkpoint" in known:
+        known["checkpoint"] = resolve_checkpoint_choice(known["checkpoint"], file_path(values.get("models_dir")))
+    if "prompt" in known and not str(known["prompt"] or "").strip():
+        known.pop("prompt")  # an emptied prompt box means the default prompt
+    if known.get("negative_prompt") is None:
+        known.pop("negative_prompt", None)
+    try:
+        config = config_from_values(known, face, audio)
+    except ValueError as exc:
+        raise UIInputError(str(exc)) from None
+    if config.mode == "uhq" and config.refine.checkpoint is None and need_sd_checkpoint:
+        raise UIInputError("uhq mode needs a Stable Diffusion 1.5 checkpoint (file or diffusers folder).")
+    return config
+
+
+__all__ = [
+    "DEFAULTS",
+    "FACE_TYPES",
+    "UIInputError",
+    "UI_KEYS",
+    "checkpoint_choices",
+    "config_from_ui",
+    "file_path",
+    "parse_box",
+    "resolve_checkpoint_choice",
+    "ui_defaults",
+    "visibility_for_mode",
+]
