@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import InputError, OutputError
+from .options import check_fields, option
 
 log = logging.getLogger(__name__)
 
@@ -344,12 +345,22 @@ def unique_output_path(face: Path, audio: Path, directory: Path, suffix: str = "
     return candidate
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
 @dataclass(frozen=True)
 class EncodeSettings:
-    crf: int = 16  # visually lossless for H.264
-    preset: str = "faster"  # same quality as medium at a given CRF, ~40% less CPU (bench/bench_encode.py)
-    lossless: bool = False  # FFV1 RGB in .mkv + FLAC, exact frames
-    audio_bitrate: int = 192_000
+    crf: int = option(16, "quality, lower is better (16: visually lossless)", group="output", minimum=0,
+                      maximum=51, step=1, label="quality (CRF)")
+    # faster: the same quality as medium at a given CRF, ~40% less CPU (bench/bench_encode.py)
+    preset: str = option("faster", "encoder speed preset (faster: as good as medium at the same CRF)",
+                         group="output", choices=X264_PRESETS, widget="dropdown", label="encoder preset")
+    lossless: bool = option(False, "exact RGB frames: FFV1 + FLAC in .mkv", group="output")
+    audio_bitrate: int = option(192_000, "audio bitrate in bits/s (lossy outputs)", group="output",
+                                minimum=32_000, maximum=512_000, widget="number", ui=False)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
