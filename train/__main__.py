@@ -12,7 +12,11 @@ import logging
 import os
 import sys
 
+from wav2lip_uhq.errors import Wav2LipUHQError
+
 from .config import add_dataclass_args, build_config
+from .data import DataError
+from .fid import FIDWeightsMissing
 
 
 def _tuple_ints(text: str, n: int, what: str) -> tuple[int, ...]:
@@ -41,13 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("preprocess", help="raw videos -> face crops + audio.wav (upstream layout)")
     p.add_argument("--data-root", required=True)
     p.add_argument("--preprocessed-root", required=True)
-    p.add_argument("--detector", default="s3fd", help="s3fd | dlib | box")
-    p.add_argument("--box", default=None, help="fixed face box 'top bottom left right' (--detector box)")
+    p.add_argument("--detector", default="s3fd",
+                   help="s3fd (needs face-alignment and its s3fd weights) | dlib (offline, CPU) | box")
+    p.add_argument("--box", nargs=4, type=int, default=None, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="fixed face box, skips detection (as in `wav2lip-uhq run`)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--shard", default="0/1", help="i/N: process every N-th video starting at i")
-    p.add_argument("--pads", default="0 0 0 0", help="top bottom left right pixels added to each box")
+    p.add_argument("--pads", nargs=4, type=int, default=[0, 0, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="pixels added to each side of every box")
     p.add_argument("--min-frames", type=int, default=16)
     p.add_argument("--filelists", default=None, help="also write train/val/test.txt into this folder")
 
@@ -76,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="drop clips outside the tolerance, or shift their audio by the offset (rewrites audio.wav)")
     p.add_argument("--device", default="auto")
     p.add_argument("--report", default=None)
+    p.add_argument("--force", action="store_true",
+                   help="run with an expert whose recorded eval loss is near chance (its offsets are noise)")
 
     from .syncnet import SyncNetConfig
     from .wav2lip import Wav2LipConfig
@@ -88,8 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None)
     add_dataclass_args(p, Wav2LipConfig)
 
-    p = sub.add_parser("eval", help="LSE-D/LSE-C (syncnet_python) and PSNR/SSIM")
-    p.add_argument("--lse-model", default=None, help="syncnet_v2.model from syncnet_python")
+    p = sub.add_parser("eval", help="LSE-D/LSE-C (syncnet_python) or our expert's sync score; PSNR/SSIM "
+                                    "(whole frame and mouth region); FID")
+    p.add_argument("--lse-model", default=None, help="syncnet_v2.model from syncnet_python (LSE-D/LSE-C)")
+    p.add_argument("--syncnet", default=None,
+                   help="an expert from `python -m train syncnet`: its sync loss, offset and confidence per video")
+    p.add_argument("--face-box", nargs=4, type=int, default=None, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="fixed face box: crops the faces for the sync scores, and its lower half is the mouth "
+                        "region of PSNR/SSIM; default: detected with --crop detect, else the whole frame")
     p.add_argument("--videos", nargs="*", default=[], help="videos to score (any output video)")
     p.add_argument("--test-list", default=None, help="filelist of pairs 'generated.mp4 ground_truth.mp4' or entries")
     p.add_argument("--generated-root", default=None)
@@ -105,8 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the results as JSON")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 logs, the others only warn
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _run(args)
+    except (ValueError, DataError, Wav2LipUHQError, FIDWeightsMissing) as exc:  # bad input: one line, exit 2
+        print(f"python -m train {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    from .syncnet import SyncNetConfig
+    from .wav2lip import Wav2LipConfig
 
     if args.command == "synthetic":
         from .synthetic import make_dataset
@@ -118,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         from .preprocess import PreprocessConfig, make_filelists, preprocess
 
         cfg = PreprocessConfig(
-            args.data_root, args.preprocessed_root, args.detector,
-            _tuple_ints(args.box, 4, "--box") if args.box else None, args.device, args.batch_size, args.workers,
-            _tuple_ints(args.shard, 2, "--shard"), pads=_tuple_ints(args.pads, 4, "--pads"),
+            args.data_root, args.preprocessed_root, "box" if args.box else args.detector,
+            tuple(args.box) if args.box else None, args.device, args.batch_size, args.workers,
+            _tuple_ints(args.shard, 2, "--shard"), pads=tuple(args.pads),
             min_frames=args.min_frames,
         )
         report = preprocess(cfg)
@@ -146,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         from .synccorrect import run_sync_correction
 
         report = run_sync_correction(args.preprocessed_root, args.filelist, args.syncnet, args.out,
-                                     args.tolerance, args.max_shift, args.action, args.device, args.report)
+                                     args.tolerance, args.max_shift, args.action, args.device, args.report,
+                                     force=args.force)
         print(json.dumps(report["histogram"], indent=None))
         print(f"kept {report['kept']} of {report['clips']} clips -> {args.out}")
     elif args.command == "syncnet":
@@ -163,14 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, default=str))
     elif args.command == "eval":
         from .evaluate import run_eval
-        from .fid import FIDWeightsMissing
 
-        try:
-            results = run_eval(args)
-        except (FIDWeightsMissing, ValueError) as exc:
-            parser.error(str(exc))
+        results = run_eval(args)
         print(json.dumps(results["summary"], indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,20 +9,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-
-def _parse_bool(s: str) -> bool:
-    v = s.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+log = logging.getLogger(__name__)
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -38,8 +31,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = (f.metadata or {}).get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"{help_text} (default: {default})".strip()
-        if base is bool:
-            parser.add_argument(flag, type=_parse_bool, default=None, metavar="BOOL", help=help_text)
+        if base is bool:  # a switch: --disc / --no-disc
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(base) in (tuple, list):
             inner = typing.get_args(base)[0] if typing.get_args(base) else str
             parser.add_argument(flag, type=inner, nargs="+", default=None, help=help_text)
@@ -91,6 +84,36 @@ class TrainLoopConfig:
     init_checkpoint: str | None = dataclasses.field(default=None, metadata={"help": "start from these weights"})
     max_redraws: int = 100
     tensorboard: bool = True
+    force: bool = dataclasses.field(
+        default=False, metadata={"help": "resume although settings that shape the training changed"}
+    )
+
+
+# Settings that may change between a run and its resumption (schedule length, logging, hardware).
+RESUMABLE_CHANGES = frozenset({
+    "max_steps", "eval_interval", "eval_batches", "checkpoint_interval", "sample_interval", "log_interval",
+    "keep_checkpoints", "num_workers", "device", "resume", "tensorboard", "force", "target_loss",
+    "checkpoint_dir", "data_root", "cache", "train_list", "val_list", "init_checkpoint", "init_disc_checkpoint",
+})
+
+
+def changed_settings(saved: dict[str, Any] | None, cfg: Any) -> list[str]:
+    """``name: old -> new`` for each setting that shapes training and differs from the checkpoint's."""
+    if not saved:
+        return []
+    now = to_dict(cfg)
+    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(now)
+            if k in saved and k not in RESUMABLE_CHANGES and saved[k] != now[k]]
+
+
+def check_resume(saved: dict[str, Any] | None, cfg: Any, path: Any) -> None:
+    """Refuse to continue a run with other settings (the step count would mean something else)."""
+    diff = changed_settings(saved, cfg)
+    if diff and not cfg.force:
+        raise ValueError(f"{path}: the checkpoint was trained with other settings ({'; '.join(diff)}); "
+                         "pass --force to resume anyway, or --resume none (or another --checkpoint-dir) to start over")
+    if diff:
+        log.warning("resuming with changed settings: %s", "; ".join(diff))
 
 
 def build_config(cls: type[T], args: argparse.Namespace | None = None, file: str | Path | None = None,

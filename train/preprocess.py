@@ -22,6 +22,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,6 +110,7 @@ def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        (tmp / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         try:
             wav = load_audio(video)
         except (InputError, OSError, ValueError, RuntimeError) as exc:  # no audio stream, silent, unreadable
@@ -165,13 +167,55 @@ def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+OWNER = ".owner.json"  # inside a video's temporary folder: which process writes it
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # unknown owner (os.kill(0 or -1) would address a whole process group)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def clean_stale_tmp(preprocessed_root: str | Path) -> int:
+    """Remove the temporary folders of killed workers on this machine (``.tmp-*`` whose process is gone).
+
+    Folders of live processes and of other hosts (shards sharing a filesystem) are left alone."""
+    removed = 0
+    host = socket.gethostname()
+    for tmp in Path(preprocessed_root).rglob(".tmp-*"):
+        if not tmp.is_dir():
+            continue
+        try:
+            owner = json.loads((tmp / OWNER).read_text())
+        except (OSError, ValueError):
+            owner = {"host": host, "pid": int(tmp.name.rsplit("-", 1)[-1]) if tmp.name[-1].isdigit() else -1}
+        if owner.get("host") == host and not _pid_alive(int(owner.get("pid", -1))):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d temporary folders left by killed workers", removed)
+    return removed
+
+
 def _work(args):
     return process_video(*args)
 
 
 def preprocess(cfg: PreprocessConfig) -> dict:
     """Preprocess this shard's videos; writes and returns the report."""
+    if not Path(cfg.data_root).is_dir():
+        raise ValueError(f"{cfg.data_root}: no such folder (--data-root)")
     videos = find_videos(cfg.data_root)
+    if not videos:
+        raise ValueError(f"{cfg.data_root}: no video files ({', '.join(VIDEO_EXTS)}) in this folder or below")
+    if Path(cfg.preprocessed_root).is_dir():
+        clean_stale_tmp(cfg.preprocessed_root)
     i, n = cfg.shard
     videos = videos[i::n]
     log.info("preprocessing %d videos (shard %d/%d) with %d workers", len(videos), i, n, cfg.workers)
@@ -254,8 +298,13 @@ def make_filelists(
     return splits
 
 
-def read_filelist(path: str | Path) -> list[str]:
-    """Upstream's reading: first whitespace token of each non-empty line (LRS2 test tags dropped)."""
+def read_filelist(path: str | Path, flag: str | None = None) -> list[str]:
+    """Upstream's reading: first whitespace token of each non-empty line (LRS2 test tags dropped).
+
+    A missing file raises ValueError naming ``flag``, the option that sets it."""
+    if not Path(path).is_file():
+        hint = f"; pass {flag} FILE" if flag else ""
+        raise ValueError(f"{path}: no such filelist{hint} (`python -m train filelists` writes train/val/test.txt)")
     out = []
     for line in Path(path).read_text().splitlines():
         line = line.strip()

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from wav2lip_uhq.files import write_atomic
 from wav2lip_uhq.models import save_checkpoint
 
 from .distributed import Dist
@@ -110,13 +111,14 @@ class Amp:
 class RunLog:
     """Scalars to TensorBoard (when installed) and to ``metrics.jsonl``; images to TensorBoard and jpg."""
 
-    def __init__(self, log_dir: str | Path, d: Dist, tensorboard: bool = True) -> None:
+    def __init__(self, log_dir: str | Path, d: Dist, tensorboard: bool = True, start_step: int = 0) -> None:
         self.dir = Path(log_dir)
         self.active = d.is_main
         self.tb = None
         if not self.active:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._drop_after(start_step)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -125,6 +127,16 @@ class RunLog:
             except ImportError:
                 log.warning("tensorboard is not installed: logging to metrics.jsonl only")
         self._jsonl = open(self.dir / "metrics.jsonl", "a")  # noqa: SIM115 - open for the run, closed in close()
+
+    def _drop_after(self, step: int) -> None:
+        """A resumed run repeats the steps after its checkpoint: their old lines go, so no step appears twice."""
+        path = self.dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        if len(keep) != len(lines):
+            write_atomic(path, "".join(ln + "\n" for ln in keep))
 
     def scalars(self, step: int, prefix: str, values: dict[str, float]) -> None:
         if not self.active:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -111,17 +112,70 @@ def shift_audio(clip_dir: str | Path, offset: int, fps: float = 25.0) -> Path:
     return orig
 
 
+CHANCE = math.log(2)  # BCE of an expert that cannot tell in-sync from off-sync
+NEAR_CHANCE = 0.6  # refuse experts whose recorded eval loss is at or above this (without --force)
+LOW_CONFIDENCE = 0.02  # best minus median mean cosine: below this the expert barely prefers one shift
+LIMIT_FRACTION = 0.1  # warn when more clips than this sit at +-max_shift
+
+
+def recorded_eval_loss(path: str | Path) -> float | None:
+    """The best eval loss our trainer recorded in an expert checkpoint (inf: never evaluated);
+    None for checkpoints without a record (the released lipsync_expert.pth)."""
+    try:
+        ck = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError):  # safetensors or another format: nothing recorded
+        return None
+    ts = ck.get("train_state") if isinstance(ck, dict) else None
+    if not isinstance(ts, dict) or ts.get("kind") != "syncnet":
+        return None
+    return float(ts.get("best", math.inf))
+
+
+def check_expert(path: str | Path, force: bool = False) -> float | None:
+    """Refuse an expert whose own eval says it is near chance: its offsets would be noise."""
+    loss = recorded_eval_loss(path)
+    if loss is None:
+        log.warning("%s records no eval loss: its offsets cannot be checked (watch the confidences)", path)
+    elif loss >= NEAR_CHANCE:
+        what = "was never evaluated" if math.isinf(loss) else f"has a recorded eval loss of {loss:.3f}"
+        msg = (f"{path}: the expert {what} (chance = {CHANCE:.3f}); its offsets would be noise: train it "
+               f"below {NEAR_CHANCE} (~0.25 on real data)")
+        if not force:
+            raise ValueError(msg + ", or pass --force")
+        log.warning("%s; continuing (--force)", msg)
+    return loss
+
+
+def _warnings(rows: list[dict], max_shift: int) -> list[str]:
+    """Signs that the expert, not the data, decided the offsets."""
+    measured = [r for r in rows if "offset" in r]
+    if not measured:
+        return ["no clip could be measured"]
+    out = []
+    at_limit = sum(abs(r["offset"]) == max_shift for r in measured)
+    if at_limit > max(1, LIMIT_FRACTION * len(measured)):
+        out.append(f"{at_limit} of {len(measured)} clips sit at the search limit +-{max_shift}: the true offsets "
+                   "lie beyond it (raise --max-shift) or the expert cannot tell")
+    low = sum(r["confidence"] < LOW_CONFIDENCE for r in measured)
+    if low > len(measured) / 2:
+        out.append(f"{low} of {len(measured)} clips have a confidence below {LOW_CONFIDENCE}: the expert barely "
+                   "prefers any shift; check it (eval loss, data domain) before trusting the offsets")
+    return out
+
+
 def run_sync_correction(preprocessed_root, filelist, syncnet, out, tolerance=1, max_shift=15, action="drop",
-                        device="auto", report_path=None) -> dict:
+                        device="auto", report_path=None, force=False) -> dict:
     """Estimate every clip's offset; write the kept entries to ``out``; return (and optionally write)
-    the report: ``histogram`` {offset: clips}, ``clips_detail`` per clip (offset, confidence, action)."""
+    the report: ``histogram`` {offset: clips}, ``clips_detail`` per clip (offset, confidence, action,
+    flags), ``warnings``. Refuses a near-chance expert unless ``force``."""
     from .distributed import pick_device
 
     if action not in ("drop", "shift"):
         raise ValueError(f"action must be drop or shift, got {action!r}")
+    entries = read_filelist(filelist, "--filelist")
+    expert_loss = check_expert(syncnet, force)
     dev = pick_device(device)
     expert = load_expert(syncnet, dev)
-    entries = read_filelist(filelist)
     source = JpegSource(preprocessed_root, entries, expert.img_size)
     kept, offsets, rows = [], Counter(), []
     for v, entry in enumerate(entries):
@@ -132,7 +186,9 @@ def run_sync_correction(preprocessed_root, filelist, syncnet, out, tolerance=1, 
             rows.append({"entry": entry, "error": str(exc), "action": "dropped"})
             continue
         offsets[off] += 1
-        row = {"entry": entry, "offset": off, "confidence": conf}
+        flags = (["at search limit"] if abs(off) == max_shift else []) + (
+            ["low confidence"] if conf < LOW_CONFIDENCE else [])
+        row = {"entry": entry, "offset": off, "confidence": conf, "flags": flags}
         if abs(off) <= tolerance:
             kept.append(entry)
             row["action"] = "kept"
@@ -146,7 +202,12 @@ def run_sync_correction(preprocessed_root, filelist, syncnet, out, tolerance=1, 
         rows.append(row)
         log.info("%s: offset %+d (confidence %.3f) -> %s", entry, off, conf, row["action"])
     write_atomic(out, "".join(e + "\n" for e in kept), parents=True)
+    warnings = _warnings(rows, max_shift)
+    for w in warnings:
+        log.warning("%s", w)
     report = {"clips": len(entries), "kept": len(kept), "tolerance": tolerance, "action": action,
+              "max_shift": max_shift, "expert_eval_loss": None if expert_loss is None or math.isinf(expert_loss) else expert_loss,
+              "warnings": warnings,
               "histogram": {str(k): n for k, n in sorted(offsets.items())}, "clips_detail": rows}
     if report_path:
         write_atomic(report_path, json.dumps(report, indent=1), parents=True)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from wav2lip_uhq.models import SyncNet, read_state_dict
 
 from . import distributed as dist_
-from .config import TrainLoopConfig, to_dict
+from .config import TrainLoopConfig, check_resume, to_dict
 from .data import BadDataPolicy, StepSampler, SyncNetDataset, eval_indices, open_source
 from .preprocess import read_filelist
 from .runtime import (
@@ -149,8 +149,8 @@ def train(cfg: SyncNetConfig) -> dict:
     ckdir.mkdir(parents=True, exist_ok=True)
     micro = _micro_batch(cfg.batch_size, cfg.accum, d.world)
 
-    train_entries = read_filelist(cfg.train_list)
-    val_entries = read_filelist(cfg.val_list)
+    train_entries = read_filelist(cfg.train_list, "--train-list")
+    val_entries = read_filelist(cfg.val_list, "--val-list")
     policy = BadDataPolicy(max_redraws=cfg.max_redraws)
     train_ds = SyncNetDataset(open_source(cfg.data_root, cfg.cache, train_entries, cfg.img_size), cfg.seed, policy,
                               cfg.min_negative_distance)
@@ -164,6 +164,7 @@ def train(cfg: SyncNetConfig) -> dict:
     resume = find_resume(ckdir) if cfg.resume == "auto" else (None if cfg.resume == "none" else Path(cfg.resume))
     if resume is not None:
         ck = load_training_checkpoint(resume)
+        check_resume((ck.get("train_state") or {}).get("config"), cfg, resume)
         model.load_state_dict({k.removeprefix("module."): v for k, v in ck["state_dict"].items()})
     elif cfg.init_checkpoint:
         model.load_state_dict(read_state_dict(cfg.init_checkpoint))
@@ -184,7 +185,7 @@ def train(cfg: SyncNetConfig) -> dict:
 
     sampler = StepSampler(micro, cfg.accum, d.rank, d.world, start_step=step)
     loader = iter(_loader(train_ds, micro, sampler, cfg.num_workers, d.device))
-    runlog = RunLog(ckdir / "logs", d, cfg.tensorboard)
+    runlog = RunLog(ckdir / "logs", d, cfg.tensorboard, start_step=step)
     epoch_size = max(1, len(train_ds.source.entries))
 
     def train_state() -> dict:

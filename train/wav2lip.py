@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from wav2lip_uhq.models import SyncNet, Wav2Lip, Wav2LipDiscQual, read_state_dict
 
 from . import distributed as dist_
-from .config import TrainLoopConfig, to_dict
+from .config import TrainLoopConfig, check_resume, to_dict
 from .data import BadDataPolicy, StepSampler, Wav2LipDataset, eval_indices, open_source
 from .preprocess import read_filelist
 from .runtime import (
@@ -65,6 +65,8 @@ class Wav2LipConfig(TrainLoopConfig):
     checkpoint_dir: str = "checkpoints/wav2lip"
     syncnet_checkpoint: str | None = field(default=None, metadata={"help": "trained expert (required if sync_wt > 0)"})
     img_size: int = field(default=96, metadata={"help": "96, 192, 256 or 288"})
+    width: float = field(default=1.0, metadata={"help": "face encoder/decoder channel multiplier; < 1 only for "
+                                                        "quick experiments/tests (the engine loads width 1 only)"})
     batch_size: int = 16
     disc: bool = field(default=False, metadata={"help": "train with the visual-quality discriminator (hq)"})
     disc_lr: float = 1e-4
@@ -109,6 +111,81 @@ class SyncSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.on = bool(state.get("on", self.on))
+
+
+def build_generator(img_size: int, width: float = 1.0) -> Wav2Lip:
+    """The upstream generator, or one whose face encoder and decoder are uniformly narrowed (``width`` < 1)
+    for fast experiments; the audio encoder keeps its size."""
+    if width == 1.0:
+        return Wav2Lip(img_size)
+    from dataclasses import replace
+
+    from wav2lip_uhq.models.specs import GENERATOR_SPECS
+
+    spec = GENERATOR_SPECS[img_size]
+    encoder = tuple(tuple(replace(layer, cout=max(4, round(layer.cout * width))) for layer in block)
+                    for block in spec.encoder)
+    decoder = tuple(max(4, round(c * width)) for c in spec.decoder)
+    return Wav2Lip(spec=replace(spec, encoder=encoder, decoder=decoder))
+
+
+@dataclass
+class Nets:
+    """What one generator step touches: the generator (``net``, DDP-wrapped or not), the frozen expert,
+    the discriminator (``disc`` plain, ``dnet`` wrapped) and their mixed-precision scalers."""
+
+    net: nn.Module
+    amp: Amp
+    expert: SyncNet | None = None
+    disc: nn.Module | None = None
+    dnet: nn.Module | None = None
+    disc_amp: Amp | None = None
+    vgg: nn.Module | None = None
+
+
+def backward_step(nets: Nets, batches, sync_wt: float, disc_wt: float, perceptual_wt: float) -> dict:
+    """Fill the gradients of one optimizer step (``len(batches)`` micro-batches): G's from its loss,
+    D's from D's own loss only.
+
+    The generator's adversarial term runs through D with D's parameters frozen, so it reaches G
+    and never D (upstream zeroes D's gradients between the two phases to the same end)."""
+    accum = len(batches)
+    logs = {"l1": 0.0, "sync": 0.0, "perceptual": 0.0, "loss": 0.0, "disc_real": 0.0, "disc_fake": 0.0}
+    for x, mels, mel, y in batches:
+        with nets.amp.autocast():
+            g = nets.net(mels, x)
+        g = g.float()
+        l1 = F.l1_loss(g, y)
+        loss = (1.0 - sync_wt - disc_wt - perceptual_wt) * l1
+        if sync_wt > 0:
+            s_loss = sync_loss(nets.expert, mel, g)
+            loss = loss + sync_wt * s_loss
+            logs["sync"] += s_loss.item() / accum
+        if nets.disc is not None:
+            nets.disc.requires_grad_(False)
+            try:  # plain module: no DDP reducer waits for D gradients that never come
+                with nets.amp.autocast():
+                    pred = nets.disc(g)
+            finally:
+                nets.disc.requires_grad_(True)
+            perc = F.binary_cross_entropy(pred.float(), torch.ones_like(pred, dtype=torch.float32))
+            loss = loss + disc_wt * perc
+            logs["perceptual"] += perc.item() / accum
+        if nets.vgg is not None:
+            loss = loss + perceptual_wt * nets.vgg(g, y)
+        nets.amp.scaler.scale(loss / accum).backward()
+        logs["l1"] += l1.item() / accum
+        logs["loss"] += loss.item() / accum
+        if nets.dnet is not None:
+            with nets.disc_amp.autocast():
+                pr, pf = nets.dnet(y), nets.dnet(g.detach())
+            d_real = F.binary_cross_entropy(pr.float(), torch.ones_like(pr, dtype=torch.float32))
+            d_fake = F.binary_cross_entropy(pf.float(), torch.zeros_like(pf, dtype=torch.float32))
+            nets.disc_amp.scaler.scale((d_real + d_fake) / accum).backward()
+            logs["disc_real"] += d_real.item() / accum
+            logs["disc_fake"] += d_fake.item() / accum
+    logs["_last"] = (x, g, y)
+    return logs
 
 
 class VGGPerceptual(nn.Module):
@@ -176,9 +253,11 @@ def train(cfg: Wav2LipConfig) -> dict:
         raise ValueError("sync_wt + disc_wt + perceptual_wt must be below 1 (the rest weighs L1)")
 
     policy = BadDataPolicy(max_redraws=cfg.max_redraws)
-    train_ds = Wav2LipDataset(open_source(cfg.data_root, cfg.cache, read_filelist(cfg.train_list), cfg.img_size),
+    train_entries = read_filelist(cfg.train_list, "--train-list")
+    val_entries = read_filelist(cfg.val_list, "--val-list")
+    train_ds = Wav2LipDataset(open_source(cfg.data_root, cfg.cache, train_entries, cfg.img_size),
                               cfg.seed, policy, cfg.mel_offset)
-    val_ds = Wav2LipDataset(open_source(cfg.data_root, cfg.cache, read_filelist(cfg.val_list), cfg.img_size),
+    val_ds = Wav2LipDataset(open_source(cfg.data_root, cfg.cache, val_entries, cfg.img_size),
                             10_007, policy, cfg.mel_offset)
 
     expert = None
@@ -190,7 +269,7 @@ def train(cfg: Wav2LipConfig) -> dict:
         raise ValueError("a sync weight needs --syncnet-checkpoint (the trained expert)")
     schedule = SyncSchedule(cfg.sync_schedule, sync_weight if expert is not None else 0.0, cfg.sync_threshold)
 
-    model = Wav2Lip(cfg.img_size).to(d.device)
+    model = build_generator(cfg.img_size, cfg.width).to(d.device)
     disc = disc_opt = None
     if cfg.disc:
         disc = Wav2LipDiscQual(cfg.img_size).to(d.device)
@@ -198,6 +277,7 @@ def train(cfg: Wav2LipConfig) -> dict:
     resume = find_resume(ckdir) if cfg.resume == "auto" else (None if cfg.resume == "none" else Path(cfg.resume))
     if resume is not None:
         ck = load_training_checkpoint(resume)
+        check_resume((ck.get("train_state") or {}).get("config"), cfg, resume)
         model.load_state_dict({k.removeprefix("module."): v for k, v in ck["state_dict"].items()})
         ts = ck.get("train_state") or {}
         if disc is not None and ts.get("disc_state_dict") is not None:
@@ -220,6 +300,7 @@ def train(cfg: Wav2LipConfig) -> dict:
         raise ValueError("perceptual_wt > 0 needs --vgg-weights (a torchvision vgg16 state_dict file)")
     amp = Amp(d.device, cfg.amp)
     disc_amp = Amp(d.device, cfg.amp)
+    nets = Nets(net, amp, expert, disc, dnet, disc_amp, vgg)
 
     if ck is not None:
         if ck.get("optimizer"):
@@ -241,7 +322,7 @@ def train(cfg: Wav2LipConfig) -> dict:
     loader = iter(DataLoader(train_ds, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
                              pin_memory=d.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
                              prefetch_factor=4 if cfg.num_workers > 0 else None))
-    runlog = RunLog(ckdir / "logs", d, cfg.tensorboard)
+    runlog = RunLog(ckdir / "logs", d, cfg.tensorboard, start_step=step)
     epoch_size = max(1, len(train_ds.source.entries))
 
     def train_state() -> dict:
@@ -299,42 +380,9 @@ def train(cfg: Wav2LipConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             if disc_opt is not None:
                 disc_opt.zero_grad(set_to_none=True)
-            logs = {"l1": 0.0, "sync": 0.0, "perceptual": 0.0, "loss": 0.0, "disc_real": 0.0, "disc_fake": 0.0}
-            for _ in range(cfg.accum):
-                x, mels, mel, y = (t.to(d.device, non_blocking=True) for t in next(loader))
-                with amp.autocast():
-                    g = net(mels, x)
-                g = g.float()
-                l1 = F.l1_loss(g, y)
-                loss = (1.0 - sync_wt - disc_wt - cfg.perceptual_wt) * l1
-                if sync_wt > 0:
-                    s_loss = sync_loss(expert, mel, g)
-                    loss = loss + sync_wt * s_loss
-                    logs["sync"] += s_loss.item() / cfg.accum
-                if dnet is not None:
-                    if dnet is not disc:  # DDP: the generator's adversarial term goes through the plain module
-                        pass
-                    with amp.autocast():
-                        pred = disc(g)
-                    perc = F.binary_cross_entropy(pred.float(), torch.ones_like(pred, dtype=torch.float32))
-                    loss = loss + disc_wt * perc
-                    logs["perceptual"] += perc.item() / cfg.accum
-                if vgg is not None:
-                    loss = loss + cfg.perceptual_wt * vgg(g, y)
-                amp.scaler.scale(loss / cfg.accum).backward()
-                logs["l1"] += l1.item() / cfg.accum
-                logs["loss"] += loss.item() / cfg.accum
-                if dnet is not None:
-                    with disc_amp.autocast():
-                        pr, pf = dnet(y), dnet(g.detach())
-                    d_real = F.binary_cross_entropy(pr.float(), torch.ones_like(pr, dtype=torch.float32))
-                    d_fake = F.binary_cross_entropy(pf.float(), torch.zeros_like(pf, dtype=torch.float32))
-                    disc_amp.scaler.scale((d_real + d_fake) / cfg.accum).backward()
-                    logs["disc_real"] += d_real.item() / cfg.accum
-                    logs["disc_fake"] += d_fake.item() / cfg.accum
-            if disc is not None:
-                # the adversarial term's gradient also reached D: D's own step must not use it
-                pass
+            batches = [tuple(t.to(d.device, non_blocking=True) for t in next(loader)) for _ in range(cfg.accum)]
+            logs = backward_step(nets, batches, sync_wt, disc_wt, cfg.perceptual_wt)
+            x, g, y = logs.pop("_last")
             amp.scaler.step(optimizer)
             amp.scaler.update()
             if disc_opt is not None:

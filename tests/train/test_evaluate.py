@@ -59,15 +59,72 @@ def test_eval_cli_lse_psnr_ssim_fid(videos, lse_model, inception, tmp_path):
     s = res["summary"]
     v = res["videos"][str(gt)]
     assert np.isfinite(s["LSE-D"]) and s["LSE-D"] > 0 and s["LSE-C"] >= 0 and -3 <= v["offset"] <= 3
-    assert s["PSNR"] == 100.0 and s["SSIM"] == pytest.approx(1.0)
-    assert abs(s["FID"]) < 1e-6  # FID(a, a) = 0 up to rounding
+    # identical clips: no PSNR (not averaged in as 100 dB), counted instead
+    assert s["PSNR"] is None and s["identical_pairs"] == 1 and s["SSIM"] == pytest.approx(1.0)
+    assert res["pairs"][str(gt)]["mouth_psnr"] is None and s["mouth_SSIM"] == pytest.approx(1.0)
+    # FID(a, a) = 0 up to rounding: the random Inception's features are huge (covariance trace ~1e13), and
+    # two CPU forwards of the same frames differ in the last float32 bits, so "rounding" is relative to that
+    from train.fid import inception_features, load_inception
+    from train.media import iter_video_frames
+
+    feats = inception_features(load_inception(inception), iter_video_frames(gt))
+    assert abs(s["FID"]) <= 1e-6 * float(np.var(feats, axis=0, ddof=1).sum()) + 1e-6
 
     (tmp_path / "noisy.txt").write_text(f"{noisy} {gt}\n")
     out = tmp_path / "noisy.json"
     assert main(["eval", "--test-list", str(tmp_path / "noisy.txt"), "--device", "cpu", "--out", str(out)]) == 0
     s = json.loads(out.read_text())["summary"]
-    assert 10 < s["PSNR"] < 35 and 0 < s["SSIM"] < 0.9
+    assert 10 < s["PSNR"] < 35 and 0 < s["SSIM"] < 0.9 and s["identical_pairs"] == 0
+    assert 10 < s["mouth_PSNR"] < 35
     assert "FID" not in s and "LSE-D" not in s
+
+
+def test_mouth_region_sees_a_change_the_whole_frame_hides(videos, tmp_path):
+    """Only the mouth differs (as after lip-sync): the mouth figures drop far below the whole-frame ones."""
+    from train.evaluate import pair_scores
+    from train.media import iter_video_frames
+
+    gt = list(iter_video_frames(videos / "gt.mp4"))
+    gen = [f.copy() for f in gt]
+    for f in gen:  # redraw the lips region (rows 105..125 of the 160 px synthetic face)
+        f[105:125, 60:100] = 255 - f[105:125, 60:100]
+    box = (30, 28, 132, 140)  # x1, y1, x2, y2 of the synthetic face: its lower half holds the mouth
+    r = pair_scores(gen, gt, [box] * len(gt))
+    assert r["mouth_psnr"] < r["psnr"] - 5, r
+    assert r["mouth_ssim"] < r["ssim"] - 0.05, r
+    whole = pair_scores(gen, gt)  # face-crop clips: the mouth region is the lower half of the frame
+    assert whole["mouth_psnr"] < whole["psnr"] - 2, whole
+
+
+def test_eval_needs_a_sync_model_for_videos(videos, capsys):
+    capsys.readouterr()
+    assert main(["eval", "--videos", str(videos / "gt.mp4"), "--device", "cpu"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--lse-model" in line and "--syncnet" in line
+    assert main(["eval", "--device", "cpu"]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_expert_sync_score_prefers_matching_audio(trained_syncnet, tmp_path):
+    """Without syncnet_python's model, our expert scores videos: an in-sync clip gets a lower sync loss
+    than the same frames with another clip's audio, and an offset near 0."""
+    from skimage.data import astronaut
+
+    from train.media import write_video
+    from train.synthetic import ClipSpec, render_clip
+
+    frames, wav = render_clip(ClipSpec(1, 20, 2.0), astronaut(), seed=0)
+    _, other = render_clip(ClipSpec(1, 21, 2.0), astronaut(), seed=0)
+    write_video(tmp_path / "sync.mp4", frames, 25.0, wav)
+    write_video(tmp_path / "other.mp4", frames, 25.0, other)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--syncnet", str(trained_syncnet["dir"] / "best.pth"), "--videos", str(tmp_path / "sync.mp4"),
+                 str(tmp_path / "other.mp4"), "--vshift", "6", "--face-box", "30", "140", "28", "132",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["videos"]
+    good, bad = res[str(tmp_path / "sync.mp4")], res[str(tmp_path / "other.mp4")]
+    assert abs(good["expert_offset"]) <= 1 and good["expert_confidence"] > bad["expert_confidence"]
+    assert good["expert_sync_loss"] < bad["expert_sync_loss"] - 0.1, (good, bad)
 
 
 def test_fid_separates_frame_sets_and_needs_weights(videos, inception, capsys):
@@ -87,6 +144,5 @@ def test_fid_separates_frame_sets_and_needs_weights(videos, inception, capsys):
     assert frechet_distance(x, y) == pytest.approx(frechet_distance(*wide), rel=1e-9)
     assert frechet_distance(x, y) == pytest.approx(20.49835, rel=1e-5)
 
-    with pytest.raises(SystemExit):
-        main(["eval", "--test-list", "pairs.txt", "--fid"])
+    assert main(["eval", "--test-list", "pairs.txt", "--fid"]) == 2
     assert "FID needs Inception-v3 weights" in capsys.readouterr().err

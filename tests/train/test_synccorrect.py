@@ -8,6 +8,7 @@ sound comes 2 frames after the mouth) is reported as +2; ``--action shift`` move
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,3 +95,35 @@ def test_drop_and_shift(trained_syncnet, shifted, tmp_path):
     rep = run_sync_correction(pre, shifted / "list.txt", ck, tmp_path / "again.txt", tolerance=0, max_shift=6,
                               action="drop", device="cpu")
     assert rep["histogram"] == {"0": 3}, rep["clips_detail"]
+
+
+def test_refuses_an_expert_at_chance_unless_forced(dataset, shifted, tmp_path, capsys):
+    """One training step leaves the expert at chance (its recorded eval loss says so): synccorrect
+    stops with one line instead of dropping clips by noise; --force runs and flags every clip."""
+    from train.syncnet import SyncNetConfig, train
+
+    ck = tmp_path / "chance"
+    train(SyncNetConfig(cache=str(dataset["cache"]), train_list=str(dataset["train"]), val_list=str(dataset["val"]),
+                        checkpoint_dir=str(ck), width=0.25, batch_size=4, max_steps=1, eval_interval=1,
+                        eval_batches=2, checkpoint_interval=1, num_workers=0, resume="none", tensorboard=False))
+    args = ["synccorrect", "--preprocessed-root", str(shifted / "pre"), "--filelist", str(shifted / "list.txt"),
+            "--syncnet", str(ck / "best.pth"), "--out", str(tmp_path / "kept.txt"), "--max-shift", "6",
+            "--device", "cpu", "--report", str(tmp_path / "r.json")]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("or pass --force"), err
+    assert re.search(r"recorded eval loss of 0\.[6-9]\d\d \(chance = 0\.693\)", err[0]), err
+    assert not (tmp_path / "kept.txt").exists() and not (tmp_path / "r.json").exists()
+
+    assert main([*args, "--force"]) == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["expert_eval_loss"] > 0.6 and rep["max_shift"] == 6
+    assert all(isinstance(r["flags"], list) for r in rep["clips_detail"])
+
+
+def test_trained_expert_is_accepted_and_confident(trained_syncnet, shifted, tmp_path):
+    rep = run_sync_correction(shifted / "pre", shifted / "list.txt", str(trained_syncnet["dir"] / "best.pth"),
+                              tmp_path / "kept.txt", max_shift=6, device="cpu")
+    assert rep["expert_eval_loss"] < 0.6 and rep["warnings"] == []
+    assert [r["flags"] for r in rep["clips_detail"]] == [[], [], []]
