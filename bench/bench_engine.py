@@ -81,17 +81,16 @@ def worker(kind: str, video: str, audio: str, ckpt: str, box: list[int], out: st
 
         frames = run_upstream_style(Path(video), Path(audio), Path(ckpt), tuple(box), Path(out))
     elif kind.startswith("generator"):  # the model stage alone, batch 32, 96 px crops
-        from wav2lip_uhq.pipeline import LipSyncPipeline, _generate
+        from wav2lip_uhq.pipeline import LipSyncPipeline
 
         precision = kind.split("-")[1]
-        model = LipSyncPipeline("cpu").load_generator(Path(ckpt), "cpu", precision)
-        dtype = next(model.parameters()).dtype
-        crops = np.random.default_rng(0).integers(0, 255, (32, 96, 96, 3), dtype=np.uint8)
+        generator = LipSyncPipeline("cpu").load_generator(Path(ckpt), "cpu", precision)
+        crops = list(np.random.default_rng(0).integers(0, 255, (32, 96, 96, 3), dtype=np.uint8))
         mels = np.random.default_rng(1).normal(size=(32, 80, 16)).astype(np.float32)
-        _generate(model, crops, mels, "cpu", dtype)
+        generator.generate(crops, mels)
         t0 = time.perf_counter()
         for _ in range(8):
-            _generate(model, crops, mels, "cpu", dtype)
+            generator.generate(crops, mels)
         frames = 8 * 32
         gen = frames / (time.perf_counter() - t0)
     else:

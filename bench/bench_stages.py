@@ -37,14 +37,14 @@ def main() -> None:
     from wav2lip_uhq.faces.landmarks import create_landmark_detector, smooth_landmarks
     from wav2lip_uhq.models import Wav2Lip
     from wav2lip_uhq.models.optimize import fold_batchnorm
-    from wav2lip_uhq.pipeline import _generate
+    from wav2lip_uhq.generators.wav2lip import generate_faces
     from wav2lip_uhq.video import EncodeSettings, VideoWriter
 
     torch.set_grad_enabled(False)
     model = fold_batchnorm(Wav2Lip(96).eval()).to(memory_format=torch.channels_last)
     crops = np.random.default_rng(0).integers(0, 255, (32, 96, 96, 3), dtype=np.uint8)
     mels = np.random.default_rng(0).normal(size=(32, 80, 16)).astype(np.float32)
-    gen_ms = timed(lambda: _generate(model, crops, mels, "cpu", torch.float32), 2) / 32
+    gen_ms = timed(lambda: generate_faces(model, crops, mels, "cpu", torch.float32), 2) / 32
     head = skimage.data.astronaut()[:, :, ::-1]  # the whole photo: dlib's HOG wants the shoulders too
     det, lms = create_detector("dlib", max_size=None), create_landmark_detector("dlib")
     rows = []

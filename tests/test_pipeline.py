@@ -102,7 +102,7 @@ def test_moving_face_is_tracked_and_detection_is_cached(moving_face_video, speec
 
     # Same video, new audio: no detection at all.
     calls = []
-    det = pipe._detector(config, "cpu")
+    det = pipe.models.detector(config, "cpu")
     monkeypatch.setattr(det, "detect", lambda frames: calls.append(len(frames)) or [])
     config.out = tmp_path / "moving2.mkv"
     second = pipe.run(config)

@@ -1,9 +1,10 @@
 """Putting the generated face back into the frame.
 
 A compositor takes the frame, the generator's output (uint8 BGR, square, at the model's
-resolution or upscaled) and a ``Placement`` (where the crop came from), and writes the
-new mouth into the frame. It returns the alpha it used (in ``Placement.roi`` coordinates)
-so that later steps (face restoration) stay inside the same region.
+resolution or upscaled) and a ``Placement`` (where the crop came from). ``blend`` leaves
+the frame alone and returns a ``Blended``: the patch of new pixels, the region it covers and
+the alpha it used over that region, so that later steps (face restoration, refinement) stay
+inside the same region. Calling a compositor does the same in place (the original API).
 
 - ``hard_paste``: upstream Wav2Lip, the whole box replaced (``--mode fast``).
 - ``FeatherBlend``: a feathered lower-face rectangle, no landmarks needed (``feather``).
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 
 from .masks import MaskOptions, box_fade, landmark_mask
+from .patches import Patch
 
 BLENDS = ("alpha", "laplacian", "poisson")
 
@@ -81,18 +83,54 @@ def eye_angle(landmarks: np.ndarray) -> float:
     return float(np.arctan2(right[1] - left[1], right[0] - left[0]))
 
 
+@dataclass(frozen=True)
+class Blended:
+    """What a compositor changes: ``patch`` (None: nothing), over ``roi`` with ``alpha``."""
+
+    roi: tuple[int, int, int, int]
+    alpha: np.ndarray | None  # over ``roi``; None for a hard paste (the whole box)
+    patch: Patch | None
+
+
 class Compositor(Protocol):
-    def __call__(self, frame: np.ndarray, generated: np.ndarray, placement: Placement) -> np.ndarray | None:
+    def blend(
+        self, frame: np.ndarray, generated: np.ndarray, placement: Placement, visible: np.ndarray | None = None
+    ) -> Blended:
+        """The new pixels for ``frame`` (which is not written to)."""
+        ...
+
+    def __call__(
+        self, frame: np.ndarray, generated: np.ndarray, placement: Placement, visible: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """Modify ``frame`` in place; return the alpha used over ``placement.roi`` (or None)."""
         ...
 
 
-def hard_paste(frame: np.ndarray, generated: np.ndarray, placement: Placement) -> None:
+class _InPlace:
+    """The original in-place call on top of ``blend``."""
+
+    def blend(self, frame, generated, placement, visible=None) -> Blended:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(
+        self, frame: np.ndarray, generated: np.ndarray, placement: Placement, visible: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        done = self.blend(frame, generated, placement, visible)
+        if done.patch is not None:
+            done.patch.apply(frame)
+        placement.roi = done.roi
+        return done.alpha
+
+
+class HardPaste(_InPlace):
     """Upstream Wav2Lip: bilinear resize into the box and replace the whole rectangle."""
-    x1, y1, x2, y2 = placement.box
-    frame[y1:y2, x1:x2] = cv2.resize(generated, (x2 - x1, y2 - y1))
-    placement.roi = placement.box
-    return None
+
+    def blend(self, frame, generated, placement, visible=None) -> Blended:
+        x1, y1, x2, y2 = placement.box
+        return Blended(placement.box, None, Patch(placement.box, cv2.resize(generated, (x2 - x1, y2 - y1))))
+
+
+hard_paste = HardPaste()
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -118,7 +156,7 @@ def _alpha_blend(region: np.ndarray, new: np.ndarray, alpha: np.ndarray) -> np.n
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-class FeatherBlend:
+class FeatherBlend(_InPlace):
     """Sharper (Lanczos) upscale of the generated face, alpha-blended with a feathered
     lower-face mask: no visible rectangle, the eyes and forehead stay original."""
 
@@ -133,15 +171,13 @@ class FeatherBlend:
             self._masks[key] = feather_mask(height, width)
         return self._masks[key]
 
-    def __call__(self, frame: np.ndarray, generated: np.ndarray, placement: Placement) -> np.ndarray:
+    def blend(self, frame, generated, placement, visible=None) -> Blended:
         x1, y1, x2, y2 = placement.box
         h, w = y2 - y1, x2 - x1
         interp = cv2.INTER_LANCZOS4 if h > generated.shape[0] else cv2.INTER_AREA
         up = cv2.resize(generated, (w, h), interpolation=interp)
         alpha = self.mask(h, w)
-        frame[y1:y2, x1:x2] = _alpha_blend(frame[y1:y2, x1:x2], up, alpha)
-        placement.roi = placement.box
-        return alpha
+        return Blended(placement.box, alpha, Patch(placement.box, _alpha_blend(frame[y1:y2, x1:x2], up, alpha)))
 
 
 # -- colour and detail -------------------------------------------------------------------
@@ -219,7 +255,7 @@ class BlendOptions:
     blend: str = "alpha"  # "alpha", "laplacian" or "poisson"
 
 
-class MaskBlend:
+class MaskBlend(_InPlace):
     """Landmark-masked compositing. Pixels where the mask is 0 are never changed."""
 
     def __init__(self, options: BlendOptions = BlendOptions()) -> None:
@@ -266,35 +302,39 @@ class MaskBlend:
             )
         return (x1, y1, x2, y2), to_roi, mask * fade
 
-    def __call__(
+    def blend(
         self,
         frame: np.ndarray,
         generated: np.ndarray,
         placement: Placement,
         visible: np.ndarray | None = None,
-    ) -> np.ndarray:
+    ) -> Blended:
         """``visible``: optional (roi-sized) face-parsing mask, 0 on hair, hands and occluders."""
-        o = self.options
-        given = placement
         if generated.shape[0] != placement.size:
             placement = placement.scaled(generated.shape[0] // placement.size)
         roi, to_roi, alpha = self.alpha(frame.shape, generated.shape[0], placement)
-        given.roi = roi
         if visible is not None and visible.shape == alpha.shape:
             alpha = alpha * visible
         x1, y1, x2, y2 = roi
-        placement.roi = roi
-        region = frame[y1:y2, x1:x2]
         if x2 <= x1 or y2 <= y1 or not alpha.any():
-            return alpha
+            return Blended(roi, alpha, None)
+        region = frame[y1:y2, x1:x2]
         up = cv2.warpAffine(
             generated, to_roi, (x2 - x1, y2 - y1), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
         )
+        up, alpha = self._styled(region, up, alpha, placement.index)
+        return Blended(roi, alpha, Patch(roi, _alpha_blend(region, up, alpha)))
+
+    def _styled(
+        self, region: np.ndarray, up: np.ndarray, alpha: np.ndarray, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Colour match, sharpen, regrain and the chosen blend: (new pixels, final alpha)."""
+        o = self.options
         if o.colour_match:
             up = match_colour(up, region, alpha)
         up = sharpen(up, o.sharpen)
         if o.regrain:
-            up = regrain(up, region, alpha, seed=placement.index)
+            up = regrain(up, region, alpha, seed=seed)
         if o.blend == "laplacian":
             up = laplacian_blend(region, up, alpha)
             alpha = np.clip(alpha * 4.0, 0.0, 1.0)  # the pyramid already blended; stay inside the mask
@@ -310,8 +350,7 @@ class MaskBlend:
             ):
                 centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
                 up = cv2.seamlessClone(up, np.ascontiguousarray(region), inside, centre, cv2.NORMAL_CLONE)
-        frame[y1:y2, x1:x2] = _alpha_blend(region, up, alpha)
-        return alpha
+        return up, alpha
 
 
 def make_compositor(mode: str, options: BlendOptions = BlendOptions()) -> Compositor:

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from .errors import CheckpointError
+from .patches import Patch
 from .regions import crop_padded, square_around
 
 if TYPE_CHECKING:
@@ -393,20 +394,20 @@ def face_crop(box: Box, margin: float = 0.3) -> Box:
     return square_around(box, margin)
 
 
-def restore_regions(
+def restore_patches(
     frames: Sequence[np.ndarray],
     boxes: Sequence[Box | None],
     masks: Sequence[np.ndarray | None],
     restorer: FaceRestorer,
     strength: float = 1.0,
     margin: float = 0.3,
-) -> list[np.ndarray]:
-    """Restore the face of each frame with one batched model call, writing back only
-    ``orig + mask * strength * (restored - orig)`` inside its box.
+) -> list[Patch | None]:
+    """Restore the face of each frame with one batched model call: per frame, the patch
+    ``orig + mask * strength * (restored - orig)`` over its box, or None (nothing to change).
 
-    ``boxes[i]`` is (x1, y1, x2, y2) in frame pixels or None (no face: frame untouched);
-    ``masks[i]`` is float32 (y2 - y1, x2 - x1) in [0, 1]. Frames are modified in place and returned.
-    Where the mask is 0 the frame stays bit-identical; strength 0 or an empty mask costs nothing.
+    ``boxes[i]`` is (x1, y1, x2, y2) in frame pixels or None (no face); ``masks[i]`` is float32
+    (y2 - y1, x2 - x1) in [0, 1]. The frames are only read. Where the mask is 0 the patch keeps
+    the frame's pixels bit-identical; strength 0 or an empty mask costs nothing.
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -428,14 +429,29 @@ def restore_regions(
         if not (mask > 0).any():
             continue
         jobs.append((i, (x1, y1, x2, y2), face_crop((x1, y1, x2, y2), margin), mask))
+    patches: list[Patch | None] = [None] * len(frames)
     if not jobs:
-        return list(frames)
-
+        return patches
     restored = restorer.restore([crop_padded(frames[i], crop) for i, _, crop, _ in jobs])
     for (i, (x1, y1, x2, y2), (cx, cy, _, _), mask), face in zip(jobs, restored):
         region = frames[i][y1:y2, x1:x2]
         inside = face[y1 - cy : y2 - cy, x1 - cx : x2 - cx]
-        frames[i][y1:y2, x1:x2] = blend(region, inside, mask * strength)
+        patches[i] = Patch((x1, y1, x2, y2), blend(region, inside, mask * strength))
+    return patches
+
+
+def restore_regions(
+    frames: Sequence[np.ndarray],
+    boxes: Sequence[Box | None],
+    masks: Sequence[np.ndarray | None],
+    restorer: FaceRestorer,
+    strength: float = 1.0,
+    margin: float = 0.3,
+) -> list[np.ndarray]:
+    """:func:`restore_patches`, written into the frames: they are modified in place and returned."""
+    for frame, patch in zip(frames, restore_patches(frames, boxes, masks, restorer, strength, margin)):
+        if patch is not None:
+            patch.apply(frame)
     return list(frames)
 
 

@@ -1,16 +1,19 @@
 """One refinement run: crops -> control images -> backend (batched) -> consistency -> paste.
 
-The pipeline calls ``RefineSession.refine`` once per generator batch with the frames it has
-just composited; the session carries the track state (residuals, key frames) across calls.
+The pipeline calls ``RefineSession.refine_patches`` once per generator batch with the frames it
+has just composited (it only reads them and returns the new pixels as patches); the session
+carries the track state (residuals, key frames) across calls. ``refine`` does the same in place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from ..errors import Cancelled
+from ..patches import Patch
 from .base import FrameJob, RefineBatch, Refiner, paste_square, prepare
 from .consistency import LandmarkOpening, SyncGuard, TrackBlender, interpolate
 from .control import ControlImages
@@ -69,12 +72,46 @@ class RefineSession:
                cancel: Callable[[], bool] | None = None) -> list[bool]:
         """Refine ``jobs`` (consecutive output frames of a batch, in order) in place.
         Returns, per job, whether the refined mouth was pasted."""
+        patches = self.refine_patches(jobs, face_boxes, progress, cancel)
+        for job, patch in zip(jobs, patches):
+            if patch is not None:
+                patch.apply(job.frame)
+        return [p is not None for p in patches]
+
+    def refine_patches(self, jobs: Sequence[FrameJob], face_boxes: Sequence | None = None,
+                       progress: Callable[[int, int], None] | None = None,
+                       cancel: Callable[[], bool] | None = None) -> list[Patch | None]:
+        """Per job, the refined mouth as a patch over the job's roi, or None where nothing is
+        pasted (no mask, or the sync guard kept the Wav2Lip mouth). The frames are only read."""
         o = self.options
-        pasted = [False] * len(jobs)
+        patches: list[Patch | None] = [None] * len(jobs)
         position = {id(j): k for k, j in enumerate(jobs)}
         ready = prepare(jobs, o)
         if not ready:
-            return pasted
+            return patches
+        results = self._refined_crops(ready, progress, cancel)
+        pasted = [_pasted(job, out) for job, out in zip(ready, results)]
+        if self.guard.method == "landmarks":
+            after = []
+            for job, patch in zip(ready, pasted):
+                f = job.frame.copy()
+                patch.apply(f)
+                after.append(f)
+            boxes = [face_boxes[position[id(j)]] for j in ready] if face_boxes is not None else \
+                [j.extras["face_box"] for j in ready]
+            ok = self.guard.ok_landmarks([j.frame for j in ready], after, boxes)
+        else:
+            ok = [self.guard.ok_cavity(job.crop, out, job.box.to_crop(job.landmarks[48:60])
+                                       if job.landmarks is not None else None)
+                  for job, out in zip(ready, results)]
+        for job, good, patch in zip(ready, ok, pasted):
+            if good:
+                patches[position[id(job)]] = patch
+        return patches
+
+    def _refined_crops(self, ready: list[FrameJob], progress, cancel) -> list[np.ndarray]:
+        """Diffuse the key frames, interpolate the rest, blend along the track: RGB crops."""
+        o = self.options
         links = [self._linked(ready[i - 1] if i else None, j) for i, j in enumerate(ready)]
         seg = np.cumsum([0 if linked else 1 for linked in links])
         keys = [i for i, j in enumerate(ready) if o.every == 1 or j.index % o.every == 0 or not links[i]]
@@ -100,28 +137,18 @@ class RefineSession:
                 self._key = (job.index, raw[i])
             res = self.blender.step(job.index, job.box, res)
             results.append(np.clip(np.rint(job.crop + res), 0, 255).astype(np.uint8))
-
-        if self.guard.method == "landmarks":
-            after = []
-            for job, out in zip(ready, results):
-                f = job.frame.copy()
-                paste_square(f, out[:, :, ::-1], job.box, job.alpha, job.roi)
-                after.append(f)
-            boxes = [face_boxes[position[id(j)]] for j in ready] if face_boxes is not None else \
-                [j.extras["face_box"] for j in ready]
-            ok = self.guard.ok_landmarks([j.frame for j in ready], after, boxes)
-            for job, good, f in zip(ready, ok, after):
-                if good:
-                    job.frame[...] = f
-                    pasted[position[id(job)]] = True
-            return pasted
-        for job, out in zip(ready, results):
-            lips = job.box.to_crop(job.landmarks[48:60]) if job.landmarks is not None else None
-            if self.guard.ok_cavity(job.crop, out, lips):
-                paste_square(job.frame, out[:, :, ::-1], job.box, job.alpha, job.roi)
-                pasted[position[id(job)]] = True
-        return pasted
+        return results
 
     def stats(self) -> dict:
         return {"diffused": self.diffused, "rejected": self.guard.rejected, "checked": self.guard.checked,
                 "pixel_fraction": self.pixels[0] / self.pixels[1] if self.pixels[1] else 0.0}
+
+
+def _pasted(job: FrameJob, refined_rgb: np.ndarray) -> Patch:
+    """The job's roi with the refined crop blended in through the compositing alpha: the paste
+    runs on a copy of the roi only (it never writes outside the roi), not of the frame."""
+    x1, y1, x2, y2 = job.roi
+    region = job.frame[y1:y2, x1:x2].copy()
+    box = replace(job.box, x=job.box.x - x1, y=job.box.y - y1)
+    paste_square(region, refined_rgb[:, :, ::-1], box, job.alpha, (0, 0, x2 - x1, y2 - y1))
+    return Patch((x1, y1, x2, y2), region)

@@ -1,0 +1,6 @@
+"""Lip-sync generators behind one interface (see ``base``); Wav2Lip is the first."""
+
+from .base import AudioFeatures, Generator
+from .wav2lip import SILENT_MEL, MelWindows, Wav2LipGenerator
+
+__all__ = ["AudioFeatures", "Generator", "MelWindows", "SILENT_MEL", "Wav2LipGenerator"]

@@ -1,0 +1,272 @@
+"""The lip-sync pipeline: one API behind the CLI, the WebUI tab, the app and the tests.
+
+One streaming pass, as stages: decode -> track (detect + landmarks, batched | cached; smoothed
+with a short look-ahead) -> generate (batched, one batch ahead in a worker thread) ->
+composite (after optional upscale and face parsing) -> post-process (restore, refine) ->
+encode. Memory is bounded by the batch sizes, not by the video length.
+
+- ``source``: decode (``FaceFrames``) and track (``FaceTracking``), in output order;
+- ``audio_prep``: the audio features per output frame, shared by ``run`` and ``preview``;
+- ``loop``: ``FrameLoop`` (batches, the generator's worker, work in flight) and ``Encoder``;
+- ``stages``: the per-frame stages after the generator, one interface;
+- ``model_bank``: models loaded once and kept between runs;
+- ``..generators``: the generator interface, Wav2Lip its first implementation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..compositing import BlendOptions, make_compositor
+from ..config import RunConfig
+from ..devices import cpu_has_native_bf16, resolve_device, resolve_precision
+from ..errors import InputError, NoFaceError, OutputError, Wav2LipUHQError
+from ..faces.stream import FaceTrackStream
+from ..generators import Generator
+from ..masks import MaskOptions
+from ..video import iter_frames, probe, unique_output_path
+from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
+from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
+from .model_bank import ModelBank, PipelineModels
+from .source import LOOP_CACHE_BYTES, FaceFrames, FaceTracking, loop_index, preprocess_frame, tracked_frames
+from .stages import Composite, FrameWork, Parse, Refine, Restore, Stage, Upscale  # noqa: F401 - FrameWork re-exported
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunResult:
+    output: Path
+    frames: int
+    frames_without_face: int
+    fps: float
+    detection_cached: bool
+    silent_frames: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class LipSyncPipeline:
+    """Holds loaded models between runs (the UI reuses one instance)."""
+
+    def __init__(
+        self, device: str = "auto", refiner_factory: Callable[[Any, str], Any] | None = None
+    ) -> None:
+        """``refiner_factory(refine_options, device)`` replaces the diffusers refiner for ``uhq``
+        (the WebUI passes one that refines with its own loaded SD model)."""
+        self.device = resolve_device(device)
+        self.refiner_factory = refiner_factory
+        self.models = PipelineModels(refiner_factory)
+
+    def load_generator(self, path: Path, device: str, precision: str = "fp32") -> Generator:
+        """The Wav2Lip generator of a checkpoint file, kept in the model bank."""
+        return self.models.load_generator(path, device, precision)
+
+    def _device(self, config: RunConfig) -> str:
+        return resolve_device(config.device) if config.device != "auto" else self.device
+
+    def _track(self, config: RunConfig, device: str, width: int, height: int) -> FaceTrackStream:
+        f = config.faces
+        return FaceTrackStream(
+            width, height, f.pads, f.smoothing, f.face_index, fixed=f.box is not None,
+            landmarks=self.models.landmarks(config, device),
+            landmark_smoothing=config.composite.landmark_smoothing,
+        )
+
+    def _stages(self, config: RunConfig, device: str, cancelled: Callable[[], bool], refine: bool = True) -> list[Stage]:
+        """The per-frame stages after the generator that ``config`` asks for, in order."""
+        c = config.composite
+        restorer, upscaler = self.models.restorer(config, device), self.models.upscaler(config, device)
+        parser = self.models.parser(config, device)
+        compositor = make_compositor(_composite_mode(config.mode), _blend_options(config))
+        stages: list[Stage] = [Upscale(upscaler)] if upscaler is not None else []
+        if parser is not None:
+            stages.append(Parse(parser, compositor, c.parser_keep_neck))
+        stages.append(Composite(compositor))
+        if restorer is not None:
+            stages.append(Restore(restorer, c.restore_strength))
+        if refine and config.mode == "uhq":
+            from ..refine import RefineSession
+
+            session = RefineSession(self.models.refiner(config, device), self.models.landmarks(config, device))
+            stages.append(Refine(session, cancelled))
+        return stages
+
+    def _loop(self, config: RunConfig, generator: Generator, audio: RunAudio, stages, sink, cancelled, report):
+        c = config.composite
+        return FrameLoop(
+            generator, audio, stages, sink, batch_size=config.batch_size, keep_silent=c.silence == "keep",
+            aligned=c.aligned, cancelled=cancelled, report=report,
+        )
+
+    # -- one frame, for the UI ----------------------------------------------------------------
+    def preview(self, config: RunConfig, frame_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(result, debug overlay) for output frame ``frame_index``, BGR: to tune settings fast.
+
+        The same audio features, generator call and stages as ``run`` (so it is the run's frame
+        where the face track agrees), except SD refinement (``uhq``), which depends on the
+        frames before it: the preview shows the frame it would refine."""
+        device = self._device(config)
+        info, fps = _face_info(config)
+        generator = self.models.generator(config, device)
+        audio = frame_audio(*read_speech(config.audio), fps, generator, config)
+        index = max(0, min(frame_index, audio.frames - 1))
+        src_index = _source_index(index, info, config.frames.loop)
+        frame = None
+        for frame in iter_frames(config.face, limit=src_index + 1):
+            pass
+        if frame is None:
+            raise InputError(f"{config.face}: no frame could be decoded")
+        frame = preprocess_frame(frame, config.frames)
+        frame.flags.writeable = False
+        track = self._track(config, device, frame.shape[1], frame.shape[0])
+        track.add(self.models.detector(config, device).detect([np.ascontiguousarray(frame[:, :, ::-1])]), [frame])
+        geo = next(track.ready(end=True))[1]
+        if not geo.valid:
+            raise NoFaceError(f"{config.face}: no face in frame {src_index}")
+        sink = Collect()
+        stages = self._stages(config, device, lambda: False, refine=False)
+        with self._loop(config, generator, audio, stages, sink, lambda: False, lambda *a: None) as loop:
+            loop.push(frame, geo, index, src_index)
+            loop.flush()
+        item = sink.items[0]
+        return np.array(item.frame), draw_debug(item.source, item.placement, item.alpha, item.roi)
+
+    # -- the run ------------------------------------------------------------------------
+    def run(
+        self,
+        config: RunConfig,
+        progress: ProgressFn | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> RunResult:
+        t_start = time.perf_counter()
+        report = progress or (lambda stage, done, total: None)
+        cancelled = cancel or (lambda: False)
+        device = self._device(config)
+        out = _output_path(config)
+        preloaded = self.models.preload_generator(config, device)
+
+        report("reading audio", 0, 1)
+        track_audio, wav = read_speech(config.audio)
+        info, fps = _face_info(config)
+        timings = {"audio": time.perf_counter() - t_start}
+
+        report("loading models", 0, 1)
+        detector = self.models.detector(config, device)
+        stages = self._stages(config, device, cancelled)
+        generator = preloaded.result() if preloaded is not None else self.models.generator(config, device)
+        audio = frame_audio(track_audio, wav, fps, generator, config)
+
+        frames = FaceFrames(config, info, audio.frames)  # decode: opened once, first frame peeked
+        try:
+            tracking = FaceTracking(config, info, audio.frames, detector,
+                                    self._track(config, device, frames.width, frames.height))
+            rate = info.frame_rate if not info.is_image else _fraction(fps)
+            encoder = Encoder.open(out, frames.width, frames.height, rate, track_audio, config)
+            t_loop = time.perf_counter()
+            try:
+                with self._loop(config, generator, audio, stages, encoder, cancelled, report) as loop:
+                    for frame, geometry, i, j in tracked_frames(frames, tracking):  # decode -> track
+                        loop.push(frame, geometry, i, j)  # -> generate -> composite, post-process -> encode
+                    loop.flush()
+                timings["lipsync"] = time.perf_counter() - t_loop
+                report("encoding", audio.frames, audio.frames)
+                encoder.close()
+            except BaseException:
+                encoder.abort()
+                raise
+        finally:
+            frames.close()
+        timings["total"] = time.perf_counter() - t_start
+        if loop.no_face:
+            log.warning("%d of %d frames had no face and were left unchanged", loop.no_face, audio.frames)
+        return RunResult(out, audio.frames, loop.no_face, fps, tracking.detection_cached, int(audio.silent.sum()), timings)
+
+
+def _face_info(config: RunConfig):
+    """The face input's metadata and the output frame rate."""
+    info = probe(config.face)
+    fps = float(config.frames.fps) if info.is_image else info.fps
+    if not fps or fps <= 0:
+        raise InputError(f"{config.face}: the video has no usable frame rate")
+    return info, fps
+
+
+def _source_index(index: int, info, loop: str) -> int:
+    """The input frame a run uses for output frame ``index``."""
+    if info.is_image:
+        return 0
+    if info.frame_count and index >= info.frame_count:
+        return loop_index(index, info.frame_count, loop)
+    return index
+
+
+def _composite_mode(mode: str) -> str:
+    return "improved" if mode == "uhq" else mode  # uhq composites like improved, then refines
+
+
+def _blend_options(config: RunConfig) -> BlendOptions:
+    c = config.composite
+    return BlendOptions(
+        mask=MaskOptions(region=c.mask_region, dilate=c.mask_dilate, feather=c.mask_feather),
+        colour_match=c.colour_match,
+        sharpen=c.sharpen,
+        regrain=c.regrain,
+        blend=c.blend,
+    )
+
+
+def _fraction(fps: float):
+    from fractions import Fraction
+
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _output_path(config: RunConfig) -> Path:
+    out = config.out
+    if out is None:
+        suffix = ".mkv" if config.encode.lossless else ".mp4"
+        out = unique_output_path(config.face, config.audio, Path(config.results_dir), suffix)
+    out = Path(out)
+    if out.suffix == "":
+        raise OutputError(f"{out}: the output needs a file extension (.mp4, .mkv, .mov)")
+    if config.encode.lossless and out.suffix.lower() != ".mkv":
+        raise OutputError(f"{out}: lossless output is written as Matroska; use a .mkv name")
+    for src in (config.face, config.audio):
+        if src.exists() and out.exists() and out.resolve() == src.resolve():
+            raise OutputError(f"{out}: refusing to overwrite an input file")
+    if not out.parent.exists():
+        raise OutputError(f"{out.parent}: output folder does not exist")
+    return out
+
+
+def run(
+    config: RunConfig, progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None
+) -> RunResult:
+    """Lip-sync ``config.face`` to ``config.audio`` (a fresh pipeline; models not kept)."""
+    return LipSyncPipeline(config.device).run(config, progress, cancel)
+
+
+__all__ = [
+    "BATCH_FRAME_BYTES",
+    "LOOP_CACHE_BYTES",
+    "LipSyncPipeline",
+    "ModelBank",
+    "RunResult",
+    "run",
+    "resolve_device",
+    "resolve_precision",
+    "cpu_has_native_bf16",
+    "loop_index",
+    "preprocess_frame",
+    "silent_frames",
+    "Wav2LipUHQError",
+]

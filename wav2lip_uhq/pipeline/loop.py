@@ -1,0 +1,205 @@
+"""The frame loop: generate -> per-frame stages -> encode, batch by batch, in output order.
+
+The generator runs one batch ahead in a worker thread: while it computes batch N+1, the
+calling thread runs the stages on batch N, encodes it and tracks the next frames (two cores
+busy instead of one waiting on the other). A batch ends at ``batch_size`` frames or at
+``BATCH_FRAME_BYTES`` of frames, so two batches in flight cost the same memory at any
+resolution. Cancel is checked before each submit and after each result; the worker is shut
+down on every exit path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from ..compositing import Placement
+from ..errors import Cancelled
+from ..faces.stream import FaceGeometry
+from ..generators import Generator
+from ..video import AudioTrack, VideoWriter
+from .audio_prep import RunAudio
+from .stages import FrameWork, Stage
+
+ProgressFn = Callable[[str, int, int], None]
+BATCH_FRAME_BYTES = 96 * 1024 * 1024
+PREPARED_CACHE_BYTES = 512 * 1024 * 1024  # prepared generator inputs kept per source frame, at most
+
+
+class Sink(Protocol):
+    def write(self, item: FrameWork) -> None: ...
+
+
+class Collect:
+    """A sink that keeps the finished frames' records (the preview's)."""
+
+    def __init__(self) -> None:
+        self.items: list[FrameWork] = []
+
+    def write(self, item: FrameWork) -> None:
+        self.items.append(item)
+
+
+def draw_debug(
+    frame: np.ndarray, placement: Placement | None, alpha: np.ndarray | None, roi: tuple[int, int, int, int] | None
+) -> np.ndarray:
+    """The frame with the mask tinted red, landmarks in green and the generator box in blue."""
+    vis = frame.copy()
+    if placement is None:
+        return vis
+    if alpha is not None and roi is not None:
+        x1, y1, x2, y2 = roi
+        region = vis[y1:y2, x1:x2].astype(np.float32)
+        region[..., 2] = region[..., 2] * (1 - 0.6 * alpha) + 255 * 0.6 * alpha
+        vis[y1:y2, x1:x2] = region.astype(np.uint8)
+    x1, y1, x2, y2 = placement.box
+    cv2.rectangle(vis, (x1, y1), (x2 - 1, y2 - 1), (255, 0, 0), 1)
+    if placement.landmarks is not None:
+        for x, y in placement.landmarks:
+            cv2.circle(vis, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1)
+    return vis
+
+
+class Encoder:
+    """The encode stage: results (and the debug overlay) into the output files, which appear
+    only when complete (``abort`` leaves nothing)."""
+
+    def __init__(self, writer: VideoWriter, debug_writer: VideoWriter | None = None) -> None:
+        self.writer, self.debug_writer = writer, debug_writer
+
+    @classmethod
+    def open(cls, out: Path, width: int, height: int, rate, track: AudioTrack, config) -> Encoder:
+        writer = VideoWriter(out, width, height, rate, track, config.encode)
+        debug = config.composite.debug_video
+        if debug is None:
+            return cls(writer)
+        return cls(writer, VideoWriter(Path(debug), width * 2, height, rate, track, config.encode))
+
+    def write(self, item: FrameWork) -> None:
+        self.writer.write(item.frame)
+        if self.debug_writer is not None:
+            overlay = draw_debug(item.source, item.placement, item.alpha, item.roi)
+            self.debug_writer.write(np.concatenate([item.frame, overlay], axis=1))
+
+    def close(self) -> None:
+        if self.debug_writer is not None:
+            self.debug_writer.close()
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+        if self.debug_writer is not None:
+            self.debug_writer.abort()
+
+
+@dataclass
+class _Job:
+    """A batch whose generator call is running in the worker thread."""
+
+    items: list[FrameWork]  # the whole batch, in output order
+    work: list[FrameWork]  # the frames the generator runs on
+    future: Future | None
+
+
+class FrameLoop:
+    """Owns the batches, the generator's worker thread and the work in flight."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        audio: RunAudio,
+        stages: Sequence[Stage],
+        sink: Sink,
+        *,
+        batch_size: int,
+        keep_silent: bool = False,
+        aligned: bool = False,
+        cancelled: Callable[[], bool] = lambda: False,
+        report: ProgressFn = lambda stage, done, total: None,
+    ) -> None:
+        self.generator, self.audio, self.stages, self.sink = generator, audio, list(stages), sink
+        self.batch_size, self.keep_silent, self.aligned = batch_size, keep_silent, aligned
+        self.cancelled, self.report = cancelled, report
+        self.n_out = audio.frames
+        self.no_face = 0
+        self.written = 0
+        self._batch: list[FrameWork] = []
+        self._in_flight: list[_Job] = []
+        self._prepared: dict[int, Any] = {}  # source index -> prepared input (worker thread only)
+        self._prepared_bytes = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="wav2lip-uhq-generator")
+
+    def __enter__(self) -> FrameLoop:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def push(self, frame: np.ndarray, geometry: FaceGeometry, index: int, source_index: int) -> None:
+        """Queue output frame ``index`` (``frame`` is only read, never written)."""
+        if not geometry.valid:
+            self.no_face += 1
+        self._batch.append(FrameWork(index, frame, source_index, geometry))
+        if len(self._batch) >= self.batch_size or len(self._batch) * frame.nbytes >= BATCH_FRAME_BYTES:
+            self._submit()
+
+    def flush(self) -> None:
+        """Submit the last batch and finish everything in flight."""
+        if self._batch:
+            self._submit()
+        while self._in_flight:
+            self._finish(self._in_flight.pop(0))
+
+    def _submit(self) -> None:
+        if self.cancelled():
+            raise Cancelled("cancelled")
+        batch, self._batch = self._batch, []
+        silent = self.audio.silent
+        work = [it for it in batch if it.geometry.valid and not (self.keep_silent and silent[it.index])]
+        for it in work:
+            it.placement = self.generator.placement(it.geometry, it.index, self.aligned)
+        future = None
+        if work:
+            features = self.audio.features.take([it.index for it in work])
+            future = self._pool.submit(self._generate, work, features)
+        self._in_flight.append(_Job(batch, work, future))
+        while len(self._in_flight) > 1:
+            self._finish(self._in_flight.pop(0))
+
+    def _generate(self, work: list[FrameWork], features: np.ndarray) -> np.ndarray:
+        """In the worker thread: prepare the inputs (reused per source frame when the generator
+        says so), then one batched call."""
+        return self.generator.generate([self._prepare(it) for it in work], features)
+
+    def _prepare(self, item: FrameWork) -> Any:
+        if not self.generator.reuse_prepared:
+            return self.generator.prepare(item.source, item.placement)
+        hit = self._prepared.get(item.source_index)
+        if hit is None:
+            hit = self.generator.prepare(item.source, item.placement)
+            size = int(getattr(hit, "nbytes", 0))
+            if self._prepared_bytes + size <= PREPARED_CACHE_BYTES:
+                self._prepared[item.source_index] = hit
+                self._prepared_bytes += size
+        return hit
+
+    def _finish(self, job: _Job) -> None:
+        if job.work:
+            generated = job.future.result()
+            if self.cancelled():
+                raise Cancelled("cancelled")
+            for item, face in zip(job.work, generated):
+                item.generated = face
+            start, n = self.written, len(job.items)
+            for stage in self.stages:
+                stage.process(job.work, lambda f, name=stage.name: self.report(name, start + round(f * n), self.n_out))
+        for item in job.items:
+            self.sink.write(item)
+            self.written += 1
+        self.report("lip-sync", self.written, self.n_out)

@@ -1,0 +1,246 @@
+"""Decode and track: the face input's frames, in output order, with their face geometry.
+
+``FaceFrames`` decodes the first pass once (its first frame is peeked from the same stream to
+size the tracker and the encoder) in a thread, so decoding overlaps inference; a video shorter
+than the audio loops from memory when it fits, otherwise by decoding again. Frames are handed
+out read-only: no stage may write into them. ``FaceTracking`` turns detections (from the
+detector or the on-disk cache) and landmarks into smoothed per-frame geometry with a short
+look-ahead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..cache import DetectionCache, LandmarkCache, default_cache_dir, file_digest
+from ..config import FrameOptions, RunConfig
+from ..errors import InputError, NoFaceError
+from ..faces.stream import FaceGeometry, FaceTrackStream
+from ..video import MediaInfo, iter_frames
+
+log = logging.getLogger(__name__)
+
+LOOP_CACHE_BYTES = 768 * 1024 * 1024  # keep a looping clip's frames in RAM up to this size
+
+
+def preprocess_frame(frame: np.ndarray, opts: FrameOptions) -> np.ndarray:
+    """Upstream's order: resize by factor, rotate, crop."""
+    if opts.resize_factor > 1:
+        h, w = frame.shape[:2]
+        frame = cv2.resize(frame, (w // opts.resize_factor, h // opts.resize_factor))
+    if opts.rotate:
+        frame = cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)
+    top, bottom, left, right = opts.crop
+    if (top, bottom, left, right) != (0, -1, 0, -1):
+        h, w = frame.shape[:2]
+        bottom = h if bottom == -1 else bottom
+        right = w if right == -1 else right
+        frame = np.ascontiguousarray(frame[top:bottom, left:right])
+        if frame.size == 0:
+            raise InputError(f"--crop {opts.crop} leaves an empty frame")
+    return frame
+
+
+def loop_index(i: int, n_frames: int, mode: str) -> int:
+    """Input frame used for output frame ``i`` when the video is shorter than the audio."""
+    if mode == "pingpong" and n_frames > 1:
+        period = 2 * n_frames - 2
+        p = i % period
+        return p if p < n_frames else period - p
+    return i % n_frames
+
+
+def threaded(iterator: Iterator, maxsize: int = 8) -> Iterator:
+    """Run ``iterator`` in a thread (decoding overlaps inference); exceptions re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize)
+    done = object()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _decoded(config: RunConfig, limit: int | None = None) -> Iterator[np.ndarray]:
+    """Preprocessed, read-only frames of the face input, decoded in a thread."""
+
+    def frames():
+        for f in iter_frames(config.face, limit=limit):
+            f = preprocess_frame(f, config.frames)
+            f.flags.writeable = False
+            yield f
+
+    return threaded(frames())
+
+
+class FaceFrames:
+    """The decode stage: the first pass, then the loops when the audio outlasts the video."""
+
+    def __init__(self, config: RunConfig, info: MediaInfo, n_out: int) -> None:
+        self.config, self.n_out = config, n_out
+        self._stream = _decoded(config, limit=n_out)
+        try:
+            self.first = next(self._stream)
+        except StopIteration:
+            raise InputError(f"{config.face}: no frame could be decoded") from None
+        self.height, self.width = self.first.shape[:2]
+        # Frames are kept for later loops only when the audio outlasts the video.
+        loops = info.is_image or not info.frame_count or info.frame_count < n_out
+        self._kept: list[np.ndarray] | None = [] if loops else None
+        self.count = 0  # frames of the first pass so far
+
+    def first_pass(self) -> Iterator[np.ndarray]:
+        kept_bytes = 0
+        for frame in itertools.chain([self.first], self._stream):
+            if frame.shape[:2] != (self.height, self.width):
+                raise InputError(
+                    f"{self.config.face}: frame {self.count} changes size ({frame.shape[1]}x{frame.shape[0]})"
+                )
+            if self._kept is not None:
+                kept_bytes += frame.nbytes
+                self._kept.append(frame)
+                if kept_bytes > LOOP_CACHE_BYTES:
+                    self._kept = None  # too large: later loops decode again
+            self.count += 1
+            yield frame
+
+    def loops(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(output index, source index, frame) for the output frames after the first pass."""
+        n, mode = self.count, self.config.frames.loop
+        if self.n_out <= n:
+            return
+        if self._kept is None and mode == "pingpong":
+            log.warning("ping-pong looping needs the frames in memory; this video is too large, looping forward")
+            mode = "forward"
+        i = n
+        while i < self.n_out:
+            if self._kept is not None:
+                j = loop_index(i, n, mode)
+                yield i, j, self._kept[j]
+                i += 1
+                continue
+            stream = _decoded(self.config)  # a forward loop starts again at frame 0: decode once more
+            try:
+                for j, frame in enumerate(stream):
+                    if i >= self.n_out:
+                        break
+                    yield i, j, frame
+                    i += 1
+            finally:
+                stream.close()
+
+    def close(self) -> None:
+        """Stop the decoding thread (every exit path)."""
+        self._stream.close()
+
+
+class FaceTracking:
+    """The track stage: detections (or the cache's) + landmarks -> geometry per source frame."""
+
+    def __init__(self, config: RunConfig, info: MediaInfo, n_out: int, detector: Any, stream: FaceTrackStream):
+        self.config, self.detector, self.stream = config, detector, stream
+        self.batch_size = config.faces.batch_size
+        self._det_key = self._lm_key = None
+        self.cached_dets = self.cached_lms = None
+        # Caches: keyed by the face file's content and everything that changes the result.
+        cache_dir = config.cache_dir or default_cache_dir()
+        self._det_cache, self._lm_cache = DetectionCache(cache_dir), LandmarkCache(cache_dir)
+        need = 1 if info.is_image else min(n_out, info.frame_count or n_out)
+        if config.faces.box is None or stream.landmark_detector is not None:
+            self._load_caches(need)
+        if self.cached_dets is not None:
+            log.info("face detections loaded from the cache")
+
+    def _load_caches(self, need: int) -> None:
+        fo, faces = self.config.frames, self.config.faces
+        digest = file_digest(self.config.face)
+        settings = {**self.detector.settings(), "resize": fo.resize_factor, "rotate": fo.rotate, "crop": list(fo.crop)}
+        if faces.box is None:
+            self._det_key = self._det_cache.key(digest, settings)
+            self.cached_dets = self._det_cache.load(self._det_key, need)
+        lms = self.stream.landmark_detector
+        if lms is not None:
+            extra = {**lms.settings(), "face_index": faces.face_index, "pads": list(faces.pads)}
+            self._lm_key = self._lm_cache.key(digest, {**settings, **extra})
+            self.cached_lms = self._lm_cache.load(self._lm_key, need)
+
+    @property
+    def detection_cached(self) -> bool:
+        return self.cached_dets is not None
+
+    def add(self, frames_bgr: list[np.ndarray]) -> None:
+        """Detect (unless cached) and add a batch of frames to the track."""
+        start = len(self.stream.raw)
+        if self.cached_dets is not None:
+            dets = self.cached_dets[start : start + len(frames_bgr)]
+        elif self.config.faces.box is not None:
+            dets = self.detector.detect(frames_bgr)  # a fixed box reads no pixels
+        else:
+            dets = self.detector.detect([np.ascontiguousarray(f[:, :, ::-1]) for f in frames_bgr])
+        lms = self.cached_lms[start : start + len(frames_bgr)] if self.cached_lms is not None else None
+        self.stream.add(dets, frames_bgr, lms)
+
+    def finish(self, n_frames: int) -> None:
+        """After the first pass: a video without any face is an error; new detections are cached."""
+        if not any(g.valid for g in self.stream.final):
+            raise NoFaceError(
+                f"{self.config.face}: no face found in any of its {n_frames} frames "
+                "(try --detector s3fd/dlib, --resize-factor, or a fixed --box)"
+            )
+        if self.cached_dets is None and self._det_key is not None:
+            self._det_cache.save(self._det_key, self.stream.raw)
+        if self.cached_lms is None and self._lm_key is not None:
+            self._lm_cache.save(self._lm_key, self.stream.raw_landmarks)
+
+
+def tracked_frames(frames: FaceFrames, tracking: FaceTracking) -> Iterator[tuple[np.ndarray, FaceGeometry, int, int]]:
+    """Decode -> track: (frame, geometry, output index, source index) in output order."""
+    pending: dict[int, np.ndarray] = {}
+    batch: list[np.ndarray] = []
+    for j, frame in enumerate(frames.first_pass()):
+        pending[j] = frame
+        batch.append(frame)
+        if len(batch) >= tracking.batch_size:
+            tracking.add(batch)
+            batch = []
+            for k, geo in tracking.stream.ready():
+                yield pending.pop(k), geo, k, k
+    if batch:
+        tracking.add(batch)
+    for k, geo in tracking.stream.ready(end=True):
+        yield pending.pop(k), geo, k, k
+    tracking.finish(frames.count)
+    for i, j, frame in frames.loops():
+        yield frame, tracking.stream.geometry(j), i, j
