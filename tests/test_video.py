@@ -204,3 +204,32 @@ def test_a_forced_rate_drops_frames_by_timestamp(tmp_path):
     got = [int(f[0, 0, 0]) for f in iter_frames(clip, rate=Fraction(30))]
     assert len(got) == 30
     assert all(abs(g - 2 * i) <= 1 for i, g in enumerate(got)), got
+
+
+@pytest.mark.parametrize(
+    "size,matrix,colour_range",
+    [((64, 48), "itu601", "MPEG"), ((64, 48), "itu709", "MPEG"), ((33, 27), "itu601", "MPEG"), ((64, 48), "itu709", "JPEG")],
+)
+def test_fast_yuv_decode_is_as_faithful_as_swscales_accurate_path(size, matrix, colour_range):
+    import cv2
+    import skimage.data
+    from av.video.reformatter import Interpolation
+
+    from wav2lip_uhq.video import _to_bgr
+
+    w, h = size
+    img = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)[100 : 100 + h, 180 : 180 + w].copy()
+    yuv = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(
+        format="yuv420p", dst_colorspace=matrix, dst_color_range=colour_range,
+        interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND,
+    )
+    accurate = yuv.to_ndarray(
+        format="bgr24",
+        interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT,
+    ).astype(int) - img
+    ours = _to_bgr(yuv).astype(int) - img
+    assert np.abs(ours).mean() < np.abs(accurate).mean() + 0.15, "less faithful than swscale's accurate path"
+    bias, reference = ours.mean(axis=(0, 1)), accurate.mean(axis=(0, 1))
+    assert np.abs(bias - reference).max() < 0.2, f"colour bias {bias.round(2)} vs swscale's {reference.round(2)}"
+    if colour_range == "MPEG":  # what we write: no bias at all
+        assert np.abs(bias).max() < 0.2, f"colour bias {bias.round(2)}"
