@@ -34,12 +34,13 @@ def callbacks(fake, kind: str) -> list:
 
 def test_extension_registers_settings_tab_and_api(webui):
     assert webui.cmd_opts.wav2lip_uhq_device == "auto" and webui.cmd_opts.wav2lip_uhq_models_dir is None
-    for kind in ("ui_settings", "ui_tabs", "app_started"):
-        assert len(callbacks(webui, kind)) == 1, kind
+    for kind, n in (("ui_settings", 2), ("ui_tabs", 1), ("app_started", 1), ("script_unloaded", 1)):
+        assert len(callbacks(webui, kind)) == n, kind
     for cb in callbacks(webui, "ui_settings"):
         cb()
     ours = {k: v for k, v in webui.opts.data_labels.items() if k.startswith("wav2lip_uhq_")}
-    assert set(ours) >= {"wav2lip_uhq_models_dir", "wav2lip_uhq_default_mode", "wav2lip_uhq_default_detector"}
+    assert set(ours) >= {"wav2lip_uhq_models_dir", "wav2lip_uhq_default_mode", "wav2lip_uhq_default_detector",
+                         "wav2lip_uhq_keep_models"}
     assert {v.section for v in ours.values()} == {("wav2lip_uhq", "Wav2Lip UHQ")}
     assert all(k.startswith("wav2lip_uhq_") for k in webui.opts.data_labels if "wav2lip" in k)
 
@@ -111,14 +112,14 @@ def test_api_job_runs_under_the_queue_lock_with_webui_state(webui, api_client, a
 
     seen = []
     # record the lock and the WebUI state while the job's model work runs
-    when_job_holds_host(glue.host().runner, lambda: seen.append((webui.queue_lock.locked(), webui.state.job)))
+    when_job_holds_host(glue.host().runner, lambda: seen.append((webui.lock_held(), webui.state.job)))
     r = api_client.post("/wav2lip-uhq/v1/run", json={"face": b64(astronaut_png), "audio": b64(speech_short),
                                                     "settings": FAST, "wait": True})
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["state"] == "done", job.get("error")
     assert seen == [(True, "wav2lip_uhq")]
-    assert not webui.queue_lock.locked() and webui.state.job == ""  # released and ended
+    assert not webui.lock_held() and webui.state.job == ""  # released and ended
     out = Path(job["output"])
     assert out.is_file() and Path(webui.data_path) in out.parents
     outside = api_client.post("/wav2lip-uhq/v1/run", json={"face": "/etc/passwd", "audio": "x.wav"})

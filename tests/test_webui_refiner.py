@@ -110,7 +110,7 @@ def test_refine_with_controlnet(monkeypatch, forge):
     assert runner_snapshot(web) == before
     assert web.opts.save_init_img is True and web.opts.img2img_color_correction is True
     assert (web.state.job_count, web.state.job_no, web.state.textinfo) == (100, 7, "the caller's job")
-    assert not web.queue_lock.locked()
+    assert not web.lock_held()
 
 
 def test_two_controlnets_get_their_own_images(monkeypatch):
@@ -147,7 +147,7 @@ def test_no_model_loaded_is_a_clear_error(monkeypatch):
         refiner.refine(make_batch()[0])
     assert "no checkpoint is loaded" in str(err.value)
     assert web.calls == []
-    assert not web.queue_lock.locked()
+    assert not web.lock_held()
 
 
 @pytest.mark.parametrize("when", ["before", "during", "stop", "cancel"])
@@ -174,7 +174,7 @@ def test_interrupt_cancels_and_restores(monkeypatch, when):
     assert (web.state.job_count, web.state.job_no, web.state.textinfo) == (50, 3, "caller")
     assert web.opts.save_init_img is True
     assert runner_snapshot(web) == before
-    assert not web.queue_lock.locked()
+    assert not web.lock_held()
 
 
 def test_skip_keeps_the_crop_unrefined(monkeypatch):
@@ -205,7 +205,7 @@ def test_error_inside_process_images_restores_settings(monkeypatch):
     assert web.opts.save_init_img is True and web.opts.img2img_color_correction is True
     assert (web.state.job_count, web.state.textinfo) == (9, "caller")
     assert call["p"].closed
-    assert not web.queue_lock.locked()
+    assert not web.lock_held()
 
 
 @pytest.mark.parametrize("forge", [False, True], ids=["a1111", "forge"])
@@ -323,7 +323,7 @@ def test_caller_holding_the_lock_does_not_deadlock(monkeypatch):
     assert not t.is_alive(), "deadlock"
     assert len(result["out"]) == 2
     assert all(c["lock_held"] for c in web.calls)  # held by the caller
-    assert not web.queue_lock.locked()
+    assert not web.lock_held()
 
 
 def test_output_resized_to_the_crop(monkeypatch):
@@ -496,3 +496,167 @@ def test_refine_session_with_the_webui_backend(monkeypatch):
         changed = np.any(job.frame != old, axis=2)
         assert changed.any()
         assert not changed[:50].any() and not changed[:, :40].any()  # only within the roi (x 40.., y 50..)
+
+
+# -- what the real WebUIs do that the code must survive ----------------------------------------------
+def test_controlnet_model_loads_once_not_per_crop_or_job(monkeypatch):
+    """sd-webui-controlnet clears its class-wide model cache whenever the script object's
+    latest_model_hash differs from the SD model's. The img2img script object still has "" when the
+    user only ran ControlNet in txt2img: a fresh copy of it per crop cleared the cache and reloaded
+    the model from disk for every crop."""
+    web = install(monkeypatch)
+    cls = type(web.cn_script)
+    assert web.cn_script.latest_model_hash == ""
+    txt2img_cn = next(s for s in web.scripts.scripts_txt2img.alwayson_scripts if s.title() == "ControlNet")
+    txt2img_cn.latest_model_hash = web.shared.sd_model.sd_model_hash  # the user's txt2img run
+    cls.model_cache["control_v11f1p_sd15_depth [cfd03158]"] = object()
+    for _job in range(2):
+        refiner = create_refiner(make_options(), backend="webui")  # one refiner per job
+        for _batch in range(2):
+            refiner.refine(make_batch()[0])
+    assert len(web.cn_calls) == 8
+    assert web.cn_model_loads == [CANNY]  # once for the whole process, not 8 (per crop) or 2 (per job)
+    assert len({id(rec["script"]) for rec in web.cn_calls}) == 2  # one copy per job, never the WebUI's own
+    assert all(rec["script"] is not web.cn_script for rec in web.cn_calls)
+
+
+def test_users_cached_controlnet_model_survives(monkeypatch):
+    web = install(monkeypatch)
+    cls = type(web.cn_script)
+    users = cls.model_cache["control_v11f1p_sd15_depth [cfd03158]"] = object()  # the user's img2img run...
+    web.cn_script.latest_model_hash = web.shared.sd_model.sd_model_hash  # ...with this SD model
+    create_refiner(make_options(), backend="webui").refine(make_batch()[0])
+    assert web.cn_model_loads == [CANNY]
+    assert cls.model_cache.get("control_v11f1p_sd15_depth [cfd03158]") is users  # not cleared
+
+
+def test_controlnet_cache_cleared_when_the_sd_model_changed(monkeypatch):
+    web = install(monkeypatch)
+    refiner = create_refiner(make_options(), backend="webui")
+    refiner.refine(make_batch(n=1)[0])
+    web.set_sd_model(web.modules.sd_models.FakeSDModel("another.safetensors"))  # the user switched
+    create_refiner(make_options(), backend="webui").refine(make_batch(n=1)[0])
+    assert web.cn_model_loads == [CANNY, CANNY]  # CN's own rule still holds: rebuilt for the new model
+
+
+def test_frozen_settings_are_not_overridden(monkeypatch, caplog):
+    """--freeze-settings: Options.__setattr__ asserts, so any override_settings would fail every
+    crop (also when process_images restores them)."""
+    web = install(monkeypatch)
+    web.opts.save_init_img = True
+    web.opts.img2img_fix_steps = True  # "exactly the steps the slider says"
+    web.cmd_opts.freeze_settings = True
+    p = _p(web, override_settings={"save_init_img": False})
+    with pytest.raises(AssertionError, match="changing settings is disabled"):  # what the WebUI does
+        web.processing.process_images(p)
+    web.calls.clear()
+    batch, _ = make_batch()
+    with caplog.at_level("WARNING", logger="wav2lip_uhq.refine.webui_backend"):
+        out = create_refiner(make_options(), backend="webui").refine(batch)
+    assert_refined_inside_mask(web, batch, out)
+    assert [c["override_settings"] for c in web.calls] == [{}, {}]
+    assert [c["p"].steps for c in web.calls] == [int(12 * 0.4)] * 2  # the steps the diffusers backend runs
+    assert "save_init_img" in caplog.text and caplog.text.count("frozen") == 1  # said once, not per crop
+
+
+def test_only_differing_settings_are_overridden(monkeypatch):
+    web = install(monkeypatch)
+    web.opts.save_init_img = True
+    web.cmd_opts.freeze_specific_settings = "img2img_color_correction"
+    web.opts.data["img2img_color_correction"] = True
+    create_refiner(make_options(), backend="webui").refine(make_batch(n=1)[0])
+    (call,) = web.calls
+    assert set(call["override_settings"]) == {"save_init_img", "control_net_no_detectmap"}
+    assert web.opts.save_init_img is True
+
+
+def test_forge_loads_the_selected_checkpoint_at_the_first_crop(monkeypatch):
+    web = install(monkeypatch, forge=True)
+    assert web.shared.sd_model is not None  # Forge: a placeholder, never None
+    assert not hasattr(web.shared.sd_model, "sd_checkpoint_info")
+    out = create_refiner(make_options(), backend="webui").refine(make_batch()[0])
+    assert len(out) == 2 and len(web.sd_model_loads) == 1
+    assert web.shared.sd_model.sd_checkpoint_info is not None
+
+
+def test_forge_without_any_checkpoint_is_a_clear_error(monkeypatch):
+    web = install(monkeypatch, forge=True, sd_model_loaded=False)
+    assert web.shared.sd_model is not None
+    with pytest.raises(ValueError, match="You do not have any model"):  # what Forge itself says
+        web.processing.process_images(_p(web))
+    web.calls.clear()
+    with pytest.raises(CheckpointError, match="no checkpoint is loaded"):
+        create_refiner(make_options(), backend="webui").refine(make_batch()[0])
+    assert web.calls == []
+
+
+@pytest.mark.parametrize("forge", [False, True], ids=["a1111", "forge"])
+def test_all_dark_control_image(monkeypatch, forge):
+    """A canny map of a crop with no edges is all zeros: Forge's get_input_data compares the
+    mask of the unit's image pair, which must be there."""
+    web = install(monkeypatch, forge=forge)
+    batch, _ = make_batch(n=1)
+    batch.controls[0][0] = np.zeros((SIZE, SIZE, 3), np.uint8)
+    create_refiner(make_options(), backend="webui").refine(batch)
+    assert web.reported == []
+    (rec,) = web.cn_calls
+    np.testing.assert_array_equal(rec["images"][0], 0)
+
+
+def test_fake_forge_controlnet_reads_image_pairs_like_forge(monkeypatch):
+    web = install(monkeypatch, forge=True)
+    from lib_controlnet import external_code
+
+    script, p = web.cn_script, _p(web)
+    dark = np.zeros((SIZE, SIZE, 3), np.uint8)
+    with pytest.raises(IndexError):  # a bare array
+        script.get_input_data(p, external_code.ControlNetUnit(image=dark))
+    with pytest.raises(TypeError):  # no mask, all-dark image
+        script.get_input_data(p, external_code.ControlNetUnit(image={"image": dark, "mask": None}))
+    unit = external_code.ControlNetUnit(image={"image": dark, "mask": np.zeros_like(dark)})
+    assert script.get_input_data(p, unit) is dark
+
+
+def test_a1111_controlnet_unit_is_a_pydantic_model(monkeypatch):
+    from wav2lip_uhq.refine.webui_backend import _unit_fields, find_controlnet
+
+    web = install(monkeypatch)
+    cls = web.external_code.ControlNetUnit
+    assert "BaseModel" in [c.__name__ for c in cls.__mro__]  # pydantic v1, as in CN 1.1.455
+    fields = _unit_fields(cls)
+    assert fields == set(cls.__fields__) and {"low_vram", "image", "enabled"} <= fields
+    host = find_controlnet()
+    unit = host.unit(enabled=True, module="none", model=CANNY, not_a_field=1, weight=0.5)
+    assert isinstance(unit, cls) and unit.enabled and unit.weight == 0.5
+    with pytest.raises(ValueError):  # validation: the model must be one the host lists
+        host.unit(enabled=True, module="none", model="control_nothing [00000000]")
+    refiner = create_refiner(make_options(), backend="webui")
+    refiner.refine(make_batch(n=1)[0])
+    (rec,) = web.cn_calls
+    assert isinstance(rec["units"][0], cls) and rec["units"][0].low_vram is False
+
+
+def test_fake_fifo_lock_is_like_the_webuis(monkeypatch):
+    web = install(monkeypatch)
+    lock = web.queue_lock
+    assert not hasattr(lock, "locked")  # the real FIFOLock has none: code must not ask it
+    with lock:
+        assert web.lock_held()
+        assert lock.acquire(blocking=False) is False  # not reentrant
+    assert not web.lock_held()
+    order, started = [], []
+    lock.acquire()
+    threads = []
+    for i in range(3):
+        ready = threading.Event()
+        t = threading.Thread(target=lambda i=i, ready=ready: (ready.set(), lock.acquire(), order.append(i),
+                                                               lock.release()), daemon=True)
+        t.start()
+        ready.wait(5)
+        while len(lock._pending_threads) < i + 1:  # queued in arrival order
+            time.sleep(0.001)
+        threads.append(t)
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == [0, 1, 2]

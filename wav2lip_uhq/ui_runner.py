@@ -147,6 +147,11 @@ class UIRunner:
     def progress_text(self) -> str:
         return self.job.progress_text() if self.job is not None else "idle"
 
+    def release_models(self) -> None:
+        """Drop the loaded models (a host's memory policy, e.g. the WebUI's model unload); the next
+        job or preview loads them again, a running one keeps those it holds until it ends."""
+        self._pipeline = None
+
     def cancel(self) -> bool:
         """Ask the running job to stop (checked between batches). False when nothing runs."""
         job = self.job

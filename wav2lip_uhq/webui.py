@@ -34,6 +34,7 @@ OPT_DEFAULT_MODE = "wav2lip_uhq_default_mode"
 OPT_DEFAULT_DETECTOR = "wav2lip_uhq_default_detector"
 OPT_ALLOW_DOWNLOAD = "wav2lip_uhq_allow_download"
 OPT_API_DIRS = "wav2lip_uhq_api_input_dirs"
+OPT_KEEP_MODELS = "wav2lip_uhq_keep_models"
 FLAG_MODELS_DIR = "wav2lip_uhq_models_dir"  # preload.py: --wav2lip-uhq-models-dir
 FLAG_CACHE_DIR = "wav2lip_uhq_cache_dir"
 FLAG_DEVICE = "wav2lip_uhq_device"
@@ -84,9 +85,36 @@ def host_paths() -> HostPaths:
 
 
 @contextlib.contextmanager
+def _interrupt_webui_on_cancel(job, state):
+    """While the job runs, our Interrupt button and the API's cancel (``job.cancel_event``) also
+    interrupt the WebUI's own sampler (``state.interrupt()``), which otherwise finishes the mouth
+    crop it is on (minutes at 512 px on a CPU). Never after the job: a later generation of the
+    user's must not be interrupted."""
+    guard = threading.Lock()
+    running = [True]
+
+    def watch() -> None:
+        while True:
+            cancelled = job.cancel_event.wait(0.2)  # returns at once when set
+            with guard:
+                if not running[0]:
+                    return
+                if cancelled:
+                    state.interrupt()
+                    return
+
+    threading.Thread(target=watch, name="wav2lip-uhq-interrupt", daemon=True).start()
+    try:
+        yield
+    finally:
+        with guard:
+            running[0] = False
+
+
+@contextlib.contextmanager
 def webui_job(job):
     """The host context of every job and preview: the queue lock, ``shared.state`` progress and
-    interrupt, memory cleanup afterwards."""
+    interrupt (both ways), memory cleanup afterwards."""
     from modules import shared
     from modules.call_queue import queue_lock
 
@@ -101,14 +129,74 @@ def webui_job(job):
 
         job.on_progress = report
         try:
-            yield lambda: bool(state.interrupted or getattr(state, "stopping_generation", False))
+            with _interrupt_webui_on_cancel(job, state):
+                yield lambda: bool(state.interrupted or getattr(state, "stopping_generation", False))
         finally:
             job.on_progress = None
             state.end()
+            if not keep_models():
+                release_models()
             with contextlib.suppress(Exception):
                 from modules import devices
 
                 devices.torch_gc()
+
+
+# -- models between jobs ---------------------------------------------------------------------------
+def keep_models() -> bool:
+    """Keep the lip-sync models loaded between jobs (the setting; by default yes, except when the
+    WebUI runs with --lowvram)."""
+    return bool(option(OPT_KEEP_MODELS, _keep_models_default()))
+
+
+def _keep_models_default() -> bool:
+    from modules import shared
+
+    cmd = shared.cmd_opts
+    return not getattr(cmd, "lowvram", False)
+
+
+def release_models() -> None:
+    """Drop our loaded models (the next job loads them again); a running job keeps its own."""
+    with _host_lock:
+        h = _host
+    if h is not None:
+        h.runner.release_models()
+        log.info("wav2lip-uhq: models released")
+
+
+def _follow_webui_unload() -> None:
+    """Release our models too when the WebUI unloads its checkpoint (Settings -> Actions,
+    ``POST /sdapi/v1/unload-checkpoint``): both call ``sd_models.unload_model_weights``, which
+    has no callback, so it is wrapped once (a failure of ours never breaks the WebUI's)."""
+    from modules import sd_models
+
+    original = getattr(sd_models, "unload_model_weights", None)
+    if original is None or getattr(original, "_wav2lip_uhq", False):
+        return
+
+    @functools.wraps(original)
+    def unload_model_weights(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            try:
+                release_models()
+            except Exception as exc:  # noqa: BLE001 - the WebUI's unload must never fail because of us
+                log.warning("wav2lip-uhq: could not release its models: %s", exc)
+
+    unload_model_weights._wav2lip_uhq = True
+    sd_models.unload_model_weights = unload_model_weights
+
+
+def on_memory_settings() -> None:
+    """The memory setting (next to the others in Settings -> Wav2Lip UHQ)."""
+    from modules import shared
+
+    shared.opts.add_option(OPT_KEEP_MODELS, shared.OptionInfo(
+        _keep_models_default(), "Keep the lip-sync models loaded between jobs (off: load them for every job, "
+        "freeing their memory in between; also released when the WebUI unloads its checkpoint)",
+        section=SECTION))
 
 
 class WebUIHost:
@@ -150,6 +238,7 @@ class WebUIHost:
 
         p = self.paths
         return ApiPolicy(results_dir=p.results_dir, uploads_dir=p.uploads_dir, allowed_dirs=p.api_dirs,
+                         allow_download=bool(option(OPT_ALLOW_DOWNLOAD, True)),
                          models_dir=p.models_dir)
 
 
@@ -201,6 +290,17 @@ def on_ui_tabs():
     return [(demo, TAB_TITLE, TAB_ID)]
 
 
+def api_jobs_enabled(demo) -> bool:
+    """Job routes only where the WebUI serves its own API (``--api``; ``--nowebui``, where ``demo``
+    is None) or the admin opted in: A1111 calls ``app_started`` in every launch, and a job route
+    open on a ``--listen``/``--share`` server would let anyone start GPU jobs."""
+    from modules import shared
+
+    opts = shared.cmd_opts
+    return bool(demo is None or getattr(opts, "nowebui", False) or getattr(opts, "api", False)
+                or option(OPT_API_ENABLED, False))
+
+
 def on_app_started(demo, app) -> None:
     """API routes; ``demo`` is None under ``--nowebui`` (API only), where they matter most."""
     from .api import register_routes
@@ -216,9 +316,15 @@ def register() -> None:
     from modules import script_callbacks
 
     script_callbacks.on_ui_settings(on_ui_settings, name="wav2lip_uhq_settings")
+    script_callbacks.on_ui_settings(on_memory_settings, name="wav2lip_uhq_memory_settings")
+    script_callbacks.on_script_unloaded(release_models, name="wav2lip_uhq_release")  # Reload UI
+    try:
+        _follow_webui_unload()
+    except Exception as exc:  # noqa: BLE001 - an unusual WebUI: models are then released only by the setting
+        log.warning("wav2lip-uhq: cannot follow the WebUI's model unload: %s", exc)
     script_callbacks.on_ui_tabs(on_ui_tabs, name="wav2lip_uhq_tab")
     script_callbacks.on_app_started(on_app_started, name="wav2lip_uhq_api")
 
 
-__all__ = ["TAB_ID", "TAB_TITLE", "WebUIHost", "host", "host_paths", "on_app_started", "on_ui_settings",
-           "on_ui_tabs", "register", "webui_job"]
+__all__ = ["TAB_ID", "TAB_TITLE", "WebUIHost", "host", "host_paths", "keep_models", "on_app_started",
+           "on_memory_settings", "on_ui_settings", "on_ui_tabs", "register", "release_models", "webui_job"]

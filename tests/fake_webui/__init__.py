@@ -91,7 +91,9 @@ def install(monkeypatch, *, forge: bool = False, controlnet: bool = True, sd_mod
     forge: Forge layout (``modules_forge``, built-in ``lib_controlnet``; the A1111 ControlNet
         listed but disabled, as Forge does) instead of A1111 1.10.1 + sd-webui-controlnet.
     controlnet: the ControlNet extension is installed (and its script in ``scripts_img2img``).
-    sd_model_loaded: ``shared.sd_model`` is a model object, else None (no checkpoint loaded).
+    sd_model_loaded: a checkpoint is loaded (A1111: ``shared.sd_model`` is a model object, else
+        None; Forge: it is selected and loads at the first generation, ``shared.sd_model`` being a
+        ``FakeInitialModel`` until then, and without one the generation raises ValueError).
     models_path / data_path: ``paths.models_path`` / ``paths.data_path`` (default: a temporary
         data dir, removed at teardown, with ``models/`` in it).
     sd_schedulers: WebUI >= 1.9; False: 1.8 (no ``modules.sd_schedulers``, no ``scheduler``
@@ -128,7 +130,7 @@ def install(monkeypatch, *, forge: bool = False, controlnet: bool = True, sd_mod
     _fake.cn_models[:] = list(cn_models)
 
     mods = {name: importlib.import_module(f"modules.{name}") for name in (
-        "shared", "options", "shared_state", "paths", "devices", "errors", "script_callbacks", "call_queue",
+        "shared", "shared_cmd_options", "options", "shared_state", "paths", "devices", "errors", "script_callbacks", "call_queue",
         "sd_models", "sd_samplers", "extensions", "images", "scripts", "script_loading", "processing",
         "ui_components")}
     if sd_schedulers:
@@ -136,12 +138,24 @@ def install(monkeypatch, *, forge: bool = False, controlnet: bool = True, sd_mod
     builtins = importlib.import_module("modules.processing_scripts.builtins")
     shared, scripts, ext_mod, sd_models = mods["shared"], mods["scripts"], mods["extensions"], mods["sd_models"]
 
+    def set_sd_model(value):
+        """A1111: the loaded model or None (no checkpoint). Forge: ``shared.sd_model`` is never
+        None; ``value`` becomes the selected checkpoint, loaded by the next generation (a
+        ``FakeInitialModel`` until then), and None means no checkpoint at all."""
+        if not forge:
+            sd_models.model_data.set_sd_model(value)
+            return
+        info = value.sd_checkpoint_info if value is not None else None
+        sd_models.model_data.forge_loading_parameters = {"checkpoint_info": info}
+        sd_models.model_data.forge_hash = ""
+        sd_models.model_data.set_sd_model(sd_models.FakeInitialModel())
+
     model = None
     if sd_model_loaded:
         model = sd_models.FakeSDModel()
         model.sd_checkpoint_info.register()
         shared.opts.data["sd_model_checkpoint"] = model.sd_checkpoint_info.title
-    sd_models.model_data.set_sd_model(model)
+    set_sd_model(model)
 
     # extensions
     Extension = ext_mod.Extension
@@ -199,9 +213,6 @@ def install(monkeypatch, *, forge: bool = False, controlnet: bool = True, sd_mod
     if controlnet:
         cn_script = next(s for s in scripts.scripts_img2img.alwayson_scripts if s.title() == "ControlNet")
 
-    def set_sd_model(value):
-        sd_models.model_data.set_sd_model(value)
-
     def load_extension(ext_dir, name=None):
         """Load an extension like the WebUI at startup: ``preload.py`` (its flags' defaults
         into ``cmd_opts``), then each ``scripts/*.py`` (``scripts.basedir()`` = the extension dir
@@ -242,7 +253,8 @@ def install(monkeypatch, *, forge: bool = False, controlnet: bool = True, sd_mod
         scripts=scripts,
         script_callbacks=mods["script_callbacks"],
         call_queue=mods["call_queue"],
-        queue_lock=mods["call_queue"].queue_lock,
+        queue_lock=mods["call_queue"].queue_lock,  # a FIFOLock: no locked(); see lock_held()
+        lock_held=lambda: _fake.lock_held(mods["call_queue"].queue_lock),
         extensions=ext_mod,
         sd_model=model,
         set_sd_model=set_sd_model,
@@ -250,6 +262,8 @@ def install(monkeypatch, *, forge: bool = False, controlnet: bool = True, sd_mod
         global_state=global_state,  # Forge's lib_controlnet.global_state (None on A1111)
         cn_script=cn_script,  # the ControlNet script object in scripts_img2img
         cn_models=_fake.cn_models,  # mutable: names added here appear after the host rescans
+        cn_model_loads=_fake.cn_model_loads,  # ControlNet models built from disk (A1111 CN cache misses)
+        sd_model_loads=_fake.sd_model_loads,  # checkpoints Forge loaded at a generation
         calls=_fake.calls,  # process_images records: p, lock_held, override_settings, opts_during, ...
         cn_calls=_fake.cn_calls,  # ControlNet process records: host, p, units, images, script
         script_calls=_fake.script_calls,  # (title, hook) of the other always-on scripts that ran

@@ -18,8 +18,11 @@ Choices:
   WebUI's overlay keeps every pixel outside it exactly, like the diffusers backend.
 - **ControlNet, "minimal runner".** ``p.scripts`` is a copy of ``scripts_img2img`` whose only
   always-on script is a copy of the ControlNet script (its args slice = our units; no always-on
-  script at all without ControlNet), with an empty ``callback_map``; ``p.is_api = True`` is set before the scripts are assigned so the Seed /
-  Sampler scripts never overwrite our values. It works on A1111 and Forge alike, runs no other
+  script at all without ControlNet), with an empty ``callback_map``, built once per refiner (one
+  job) for every crop; the SD model hash ControlNet keeps on its script object goes back to the
+  WebUI's own script, so its class-wide model cache is not cleared (and the model not read from
+  disk again) per crop or per job. ``p.is_api = True`` is set before the scripts are assigned so
+  the Seed / Sampler scripts never overwrite our values. It works on A1111 and Forge alike, runs no other
   extension (soft inpainting, the user's own ControlNet units...), and never mutates the WebUI's
   shared runner or script objects. Units always pass ``enabled=True``, ``module``, ``model``
   (``enabled`` defaults to False in CN >= 1.1.449); the module is the host's "none": the control
@@ -36,8 +39,12 @@ Choices:
   this crop unrefined", sets ``job_count`` / ``job_no`` / ``textinfo`` for the progress bar during
   a batch and puts them back afterwards, even on errors. WebUI settings are never changed
   directly: the ones that would leak into these runs (``save_init_img``, colour correction...) are
-  overridden per run with ``override_settings`` (restored by ``process_images``, and checked again
-  here).
+  overridden per run with ``override_settings`` where they differ (restored by ``process_images``,
+  and checked again here); under ``--freeze-settings`` nothing can be overridden (the WebUI would
+  fail every crop), so the step count is compensated and the rest is warned about once.
+- **Forge's placeholder model.** ``shared.sd_model`` is never None in Forge: before the first
+  generation it is a placeholder, and the selected checkpoint loads in ``process_images``; "no
+  checkpoint" is Forge having none to select.
 """
 
 from __future__ import annotations
@@ -93,6 +100,48 @@ NO_MODEL_MESSAGE = (
     "checkpoint is loaded: choose an SD 1.5 checkpoint in the 'Stable Diffusion checkpoint' menu at the top "
     "of the WebUI (put one in models/Stable-diffusion first if the menu is empty), then run again"
 )
+
+
+# what a leaking setting does to the crops when it cannot be overridden
+LEAK_EFFECTS = {
+    "save_init_img": "every mouth crop is saved to the init-images folder",
+    "img2img_color_correction": "the refined mouth's colours are pulled towards the crop's",
+    "img2img_extra_noise": "extra noise is added to every crop",
+}  # return_mask*, control_net_no_detectmap only add images we skip; img2img_fix_steps is compensated
+
+
+def _frozen(opts, key: str) -> bool:
+    """Whether the WebUI refuses changes to ``key`` (``--freeze-settings``,
+    ``--freeze-settings-in-sections``, ``--freeze-specific-settings``): ``process_images`` would
+    fail on it (an AssertionError from ``Options.__setattr__``, also when restoring)."""
+    from modules import shared
+
+    cmd = getattr(shared, "cmd_opts", None)
+    if getattr(cmd, "freeze_settings", False):
+        return True
+    names = getattr(cmd, "freeze_specific_settings", None)
+    if names and key in [n.strip() for n in str(names).split(",")]:
+        return True
+    sections = getattr(cmd, "freeze_settings_in_sections", None)
+    info = (getattr(opts, "data_labels", None) or {}).get(key)
+    section = getattr(info, "section", None)
+    return bool(sections and section and section[0] in [n.strip() for n in str(sections).split(",")])
+
+
+def _no_sd_model(model) -> bool:
+    """No checkpoint to refine with. A1111: ``shared.sd_model`` is None. Forge: it is never None,
+    a placeholder (no ``sd_checkpoint_info``) until the first generation loads the selected
+    checkpoint; there is none when Forge has no checkpoint to select."""
+    if model is None:
+        return True
+    if getattr(model, "sd_checkpoint_info", None) is not None:
+        return False
+    from modules import sd_models
+
+    params = getattr(sd_models.model_data, "forge_loading_parameters", None)
+    if isinstance(params, dict):
+        return params.get("checkpoint_info") is None
+    return not getattr(sd_models, "checkpoints_list", None)
 
 
 # -- samplers -----------------------------------------------------------------------------------
@@ -283,6 +332,16 @@ class HostControlNet:
         fields = _unit_fields(cls)
         return cls(**{k: v for k, v in kwargs.items() if fields is None or k in fields})
 
+    def control_image(self, image: np.ndarray):
+        """The unit's ``image`` in the host's format: Forge indexes ``image["image"]`` and
+        ``image["mask"]`` (a bare array fails there, and a missing mask fails on an all-dark map
+        such as canny with no edges), so it gets the pair with an empty mask; sd-webui-controlnet
+        takes the array."""
+        image = np.ascontiguousarray(image)
+        if self.kind == "forge":
+            return {"image": image, "mask": np.zeros_like(image)}
+        return image
+
 
 def find_controlnet() -> HostControlNet | None:
     """The host's ControlNet (Forge's built-in first, then an A1111 sd-webui-controlnet), or None
@@ -334,6 +393,8 @@ class WebUIRefiner:
             self.scheduler = None
         self.controlnet: HostControlNet | None = None
         self.units: list[tuple[str, str]] = []  # (module, model) per ControlSpec
+        self._runner_built, self._runner_value = False, None  # one script runner for the job
+        self._warned_frozen = False
         if options.controlnets:
             self.controlnet = find_controlnet()
             if self.controlnet is None:
@@ -354,15 +415,51 @@ class WebUIRefiner:
         return call_queue.queue_lock
 
     def _overrides(self, opts) -> dict:
+        """The leaking settings to override in each crop's run: only those whose value differs
+        (``process_images`` sets and restores every overridden key), and only where the WebUI lets
+        a run change them (``--freeze-settings`` makes every change an AssertionError); the rest
+        are warned about once (see ``_frozen_leaks``)."""
         wanted = dict(LEAKING_SETTINGS, **(CN_SETTINGS if self.controlnet is not None else {}))
         labels = getattr(opts, "data_labels", None)
-        return {k: v for k, v in wanted.items() if k in opts.data and (labels is None or k in labels)}
+        wanted = {k: v for k, v in wanted.items() if k in opts.data and (labels is None or k in labels)
+                  and opts.data.get(k) != v}
+        frozen = {k: v for k, v in wanted.items() if _frozen(opts, k)}
+        if frozen:
+            self._frozen_leaks(opts, frozen)
+        return {k: v for k, v in wanted.items() if k not in frozen}
+
+    def _frozen_leaks(self, opts, frozen: dict) -> None:
+        if self._warned_frozen:
+            return
+        self._warned_frozen = True
+        for k in frozen:
+            if k in LEAK_EFFECTS:  # the others are harmless, or compensated (img2img_fix_steps: _steps)
+                log.warning("the WebUI's settings are frozen: %s = %r applies to every mouth crop (%s)", k,
+                            opts.data.get(k), LEAK_EFFECTS[k])
+
+    def _steps(self, overrides: dict) -> int:
+        """Our step count; when "do exactly the steps the slider says" is on and cannot be
+        overridden (frozen settings), the steps the WebUI would otherwise run (steps x denoise)."""
+        from modules import shared
+
+        o = self.options
+        if shared.opts.data.get("img2img_fix_steps") and "img2img_fix_steps" not in overrides:
+            return max(1, int(o.steps * o.denoise))
+        return o.steps
 
     def _runner(self, units: list):
         """A copy of ``scripts_img2img`` whose only always-on script is (a copy of) ControlNet, or
-        none at all without ControlNet; None if the WebUI has not set up its img2img scripts."""
+        none at all without ControlNet; None if the WebUI has not set up its img2img scripts.
+
+        Built once per refiner (one job) and used for every crop: ControlNet keeps state on its
+        script object (sd-webui-controlnet clears its class-wide model cache whenever the
+        object's ``latest_model_hash`` differs from the SD model's, and a fresh copy per crop made
+        it reload the model from disk for every crop)."""
+        if self._runner_built:
+            return self._runner_value
         from modules import scripts
 
+        self._runner_built = True
         base = getattr(scripts, "scripts_img2img", None)
         if base is None:
             return None
@@ -373,7 +470,19 @@ class WebUIRefiner:
             cn = copy.copy(self.controlnet.script)
             cn.args_from, cn.args_to = 0, len(units)
             runner.alwayson_scripts, runner.scripts = [cn], [cn]
+        self._runner_value = runner
         return runner
+
+    def _carry_controlnet_state(self) -> None:
+        """After a crop: the SD model hash our ControlNet copy has seen goes back to the WebUI's
+        own ControlNet script, so neither its next run nor our next job clears the model cache
+        for the same SD model (which would also evict the user's cached ControlNet models)."""
+        runner = self._runner_value
+        if runner is None or not runner.alwayson_scripts or self.controlnet is None:
+            return
+        ours, theirs = runner.alwayson_scripts[0], self.controlnet.script
+        if hasattr(ours, "latest_model_hash") and hasattr(theirs, "latest_model_hash"):
+            theirs.latest_model_hash = ours.latest_model_hash
 
     @staticmethod
     def _stopped(state) -> bool:
@@ -399,7 +508,8 @@ class WebUIRefiner:
             "prompt": o.prompt, "negative_prompt": o.negative_prompt, "styles": [],
             "seed": int(batch.seeds[i]), "subseed": -1, "subseed_strength": 0,
             "seed_resize_from_h": -1, "seed_resize_from_w": -1,
-            "sampler_name": self.sampler, "batch_size": 1, "n_iter": 1, "steps": o.steps, "cfg_scale": o.cfg,
+            "sampler_name": self.sampler, "batch_size": 1, "n_iter": 1, "steps": self._steps(overrides),
+            "cfg_scale": o.cfg,
             "width": w, "height": h, "restore_faces": False, "tiling": False,
             "do_not_save_samples": True, "do_not_save_grid": True,
             "denoising_strength": o.denoise,
@@ -421,7 +531,7 @@ class WebUIRefiner:
                 units = [
                     self.controlnet.unit(
                         enabled=True, module=module, model=model, weight=float(spec.weight),
-                        image=np.ascontiguousarray(batch.controls[k][i]), resize_mode=resize, low_vram=False,
+                        image=self.controlnet.control_image(batch.controls[k][i]), resize_mode=resize, low_vram=False,
                         processor_res=max(h, w), threshold_a=-1, threshold_b=-1,
                         guidance_start=float(spec.guidance_start), guidance_end=float(spec.guidance_end),
                         pixel_perfect=False, control_mode=balanced, save_detected_map=False)
@@ -431,7 +541,10 @@ class WebUIRefiner:
             if runner is not None:  # no other extension's always-on script runs on our crops
                 p.scripts = runner
                 p.script_args = units
-            return processing.process_images(p)
+            try:
+                return processing.process_images(p)
+            finally:
+                self._carry_controlnet_state()
 
     def _result(self, processed, crop: np.ndarray) -> np.ndarray:
         from PIL import Image
@@ -465,7 +578,7 @@ class WebUIRefiner:
             saved_opts = {k: opts.data.get(k) for k in overrides}
             try:
                 model = shared.sd_model
-                if model is None:
+                if _no_sd_model(model):
                     raise CheckpointError(NO_MODEL_MESSAGE)
                 if self.controlnet is not None and getattr(model, "is_sdxl", False):
                     log.warning("an SDXL checkpoint is loaded: SD 1.5 ControlNet models will not work with it")

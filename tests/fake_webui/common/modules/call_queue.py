@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 import html
-import threading
 import time
 from functools import wraps
 
-from modules import devices, errors, shared
+from modules import devices, errors, fifo_lock, shared
 
-queue_lock = threading.Lock()  # not reentrant: a thread that holds it must not take it again
+queue_lock = fifo_lock.FIFOLock()  # not reentrant, no locked(): see fifo_lock
 
 
 def wrap_queued_call(func):

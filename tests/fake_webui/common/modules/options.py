@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
+from modules.shared_cmd_options import cmd_opts
+
 
 class OptionInfo:
     def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None,
@@ -82,12 +84,22 @@ class Options:
         if key in options_builtin_fields:
             return super().__setattr__(key, value)
         if self.data is not None and (key in self.data or key in self.data_labels):
+            # as in the WebUI: an AssertionError (not caught by set()) under --freeze-settings
+            assert not cmd_opts.freeze_settings, "changing settings is disabled"
             info = self.data_labels.get(key, None)
             if info is not None and info.do_not_save:
                 return
             comp_args = info.component_args if info else None
             if isinstance(comp_args, dict) and comp_args.get('visible', True) is False:
                 raise RuntimeError(f"not possible to set '{key}' because it is restricted")
+            if cmd_opts.freeze_settings_in_sections is not None and info is not None and info.section:
+                frozen = [s.strip() for s in cmd_opts.freeze_settings_in_sections.split(",")]
+                assert info.section[0] not in frozen, f"not possible to set '{key}': its section is frozen"
+            if cmd_opts.freeze_specific_settings is not None:
+                frozen = [s.strip() for s in cmd_opts.freeze_specific_settings.split(",")]
+                assert key not in frozen, f"not possible to set '{key}' because this setting is frozen"
+            if cmd_opts.hide_ui_dir_config and key in self.restricted_opts:
+                raise RuntimeError(f"not possible to set '{key}' because it is restricted with --hide_ui_dir_config")
             self.data[key] = value
             return
         return super().__setattr__(key, value)
@@ -133,6 +145,7 @@ class Options:
         return data_label.default
 
     def save(self, filename):
+        assert not cmd_opts.freeze_settings, "saving settings is disabled"
         with open(filename, "w", encoding="utf8") as file:
             json.dump(self.data, file, indent=4, ensure_ascii=False)
 

@@ -376,12 +376,21 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         hook = _fake.hooks.get("before_sample")
         if hook is not None:
             hook(self)
+        step_hook = _fake.hooks.get("sample_step")
+        finished = True
+        for step in range(steps):  # the sampler's per-step callback checks the interrupt flags
+            if state.interrupted or state.skipped:  # the WebUI stops sampling: a partial image
+                finished = False
+                break
+            state.sampling_step = step + 1
+            if step_hook is not None:
+                step_hook(self, step + 1, steps)
+        finished = finished and not (state.interrupted or state.skipped)
         out = []
         for image in self._work:
             arr = np.asarray(image).astype(np.int16)
-            if not (state.interrupted or state.skipped):  # else: stopped at step 0, nothing changed
+            if finished:  # else: stopped early, nothing changed (the partial image of the fake)
                 arr = arr + FAKE_DELTA
-                state.sampling_step = steps
             out.append(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)))
         return out
 
@@ -434,7 +443,7 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
 
     stored_opts = {k: opts.data[k] if k in opts.data else opts.get_default(k) for k in p.override_settings
                    if k in opts.data}
-    record = {"p": p, "lock_held": call_queue.queue_lock.locked(), "override_settings": dict(p.override_settings),
+    record = {"p": p, "lock_held": _fake.lock_held(call_queue.queue_lock), "override_settings": dict(p.override_settings),
               "opts_during": None, "sampler_name": None, "scheduler": None, "result": None}
     _fake.calls.append(record)
     try:
@@ -466,7 +475,9 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     if p.tiling is None:
         p.tiling = opts.tiling
 
-    # AttributeError: 'NoneType' object has no attribute 'sd_checkpoint_info' without a model
+    if _fake.CONFIG["forge"]:  # Forge loads the selected checkpoint here (ValueError when there is none)
+        sd_models.forge_model_reload()
+    # A1111: AttributeError: 'NoneType' object has no attribute 'sd_checkpoint_info' without a model
     p.sd_model_name = shared.sd_model.sd_checkpoint_info.name_for_extra
     p.sd_model_hash = shared.sd_model.sd_model_hash
 

@@ -48,14 +48,27 @@ checkpoints_list: dict[str, CheckpointInfo] = {}
 checkpoint_aliases: dict[str, CheckpointInfo] = {}
 
 
+class FakeInitialModel:
+    """Forge's placeholder: ``shared.sd_model`` is never None there; until the first generation
+    loads the selected checkpoint it is this object (no ``sd_checkpoint_info``)."""
+
+    def __init__(self):
+        self.cond_stage_model = None
+        self.chunk_length = 75
+
+
 class ModelData:
     def __init__(self):
         self.sd_model = None
         self.loaded_sd_models = []
         self.was_loaded_at_least_once = False
+        if _fake.CONFIG["forge"]:
+            self.forge_loading_parameters = {}  # {"checkpoint_info": CheckpointInfo | None, ...}
+            self.forge_hash = ""
 
     def get_sd_model(self):
-        # The WebUI loads the checkpoint on first access and returns None when that fails.
+        # A1111 loads the checkpoint on first access and returns None when that fails;
+        # Forge returns what it holds (a FakeInitialModel until the first generation).
         return _fake.sd_model
 
     def set_sd_model(self, v, already_loaded=False):
@@ -65,6 +78,21 @@ class ModelData:
 
 
 model_data = ModelData()
+
+
+def forge_model_reload():
+    """Forge: load the checkpoint of ``forge_loading_parameters`` unless it is the loaded one."""
+    current_hash = str(model_data.forge_loading_parameters)
+    if model_data.forge_hash == current_hash:
+        return model_data.sd_model, False
+    checkpoint_info = model_data.forge_loading_parameters.get("checkpoint_info")
+    if checkpoint_info is None:
+        raise ValueError("You do not have any model! Please download at least one model in [models/Stable-diffusion].")
+    model = FakeSDModel(checkpoint_info.name)
+    _fake.sd_model_loads.append(checkpoint_info.title)
+    model_data.set_sd_model(model)
+    model_data.forge_hash = current_hash
+    return model, True
 
 
 def checkpoint_tiles(use_short=False):
@@ -83,6 +111,12 @@ def get_closet_checkpoint_match(search_string):
 
 
 def reload_model_weights(sd_model=None, info=None, forced_reload=False):
+    return _fake.sd_model
+
+
+def unload_model_weights(sd_model=None, info=None):
+    """Settings -> Actions "Unload SD checkpoint" and ``POST /sdapi/v1/unload-checkpoint``."""
+    _fake.sd_model_unloads.append(1)
     return _fake.sd_model
 
 

@@ -14,27 +14,7 @@ import types
 from modules import _fake, paths, shared_state
 from modules.options import OptionHTML, OptionInfo, Options, options_section  # noqa: F401 (re-exported)
 
-cmd_opts = argparse.Namespace(
-    data_dir=paths.data_path,
-    models_dir=None,
-    ckpt_dir=None,
-    embeddings_dir=os.path.join(paths.data_path, "embeddings"),
-    api=False,
-    nowebui=False,
-    listen=False,
-    server_name=None,
-    port=None,
-    disable_all_extensions=False,
-    disable_extra_extensions=False,
-    freeze_settings=False,
-    skip_install=False,
-    lowvram=False,
-    medvram=False,
-    no_half=False,
-    device_id=None,
-    ui_debug_mode=False,
-    controlnet_dir=None,
-)
+from modules.shared_cmd_options import cmd_opts  # noqa: E402 - the parsed command line
 
 parser = argparse.ArgumentParser()  # preload.py receives this one (cmd_args.parser)
 

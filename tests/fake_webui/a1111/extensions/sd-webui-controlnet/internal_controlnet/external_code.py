@@ -1,13 +1,18 @@
 """sd-webui-controlnet v1.1.455 ``internal_controlnet/external_code.py`` (API version 3), fake.
 
-``ControlNetUnit`` is a pydantic v1 model there: keyword construction, unknown keys ignored,
-``enabled=False`` by default, enums from their string values, an unknown ``module`` rejected with
-a ``ValueError`` (pydantic's ``ValidationError`` is one). Reimplemented without pydantic.
+``ControlNetUnit`` is a pydantic v1 model there (``internal_controlnet/args.py``), and here too
+(``pydantic.v1`` under pydantic 2, as in a WebUI with pydantic 1.10): keyword construction, unknown
+keys ignored, ``enabled=False`` by default, enums from their string values, an unknown ``module``
+or ``model`` rejected with a ``ValidationError`` (a ``ValueError``).
 """
 
-from __future__ import annotations
-
 from enum import Enum
+from typing import Any, List, Optional
+
+try:
+    from pydantic.v1 import BaseModel, Field, root_validator, validator
+except ImportError:  # pydantic 1.x, as A1111 pins it
+    from pydantic import BaseModel, Field, root_validator, validator
 
 from modules import _fake, shared
 
@@ -87,57 +92,92 @@ def get_models(update: bool = False) -> list[str]:
     return list(_model_names)
 
 
-_DEFAULTS = {
-    "input_mode": "simple", "use_preview_as_input": False, "batch_image_dir": "", "batch_mask_dir": "",
-    "batch_input_gallery": None, "batch_mask_gallery": None, "generated_image": None, "mask_image": None,
-    "hr_option": HiResFixOption.BOTH, "enabled": False, "module": "none", "model": "None", "weight": 1.0,
-    "image": None, "resize_mode": ResizeMode.INNER_FIT, "low_vram": False, "processor_res": -1,
-    "threshold_a": -1, "threshold_b": -1, "guidance_start": 0.0, "guidance_end": 1.0,
-    "pixel_perfect": False, "control_mode": ControlMode.BALANCED, "inpaint_crop_input_image": True,
-    "save_detected_map": True, "advanced_weighting": None, "effective_region_mask": None,
-    "pulid_mode": "Fidelity", "union_control_type": "Unknown", "ipadapter_input": None, "mask": None,
-    "animatediff_batch": False, "batch_modifiers": [], "batch_image_files": [], "batch_keyframe_idx": None,
-}
+def _match_module(value) -> bool:
+    return value in _MODULES or value in get_modules(alias_names=True)
 
 
-class ControlNetUnit:
-    def __init__(self, **data):
-        for k, v in _DEFAULTS.items():
-            setattr(self, k, list(v) if isinstance(v, list) else v)
-        for k, v in data.items():
-            if k in _DEFAULTS:  # extra="ignore"
-                setattr(self, k, v)
-        self.resize_mode = resize_mode_from_value(self.resize_mode)
-        self.control_mode = control_mode_from_value(self.control_mode)
-        self.hr_option = HiResFixOption(self.hr_option) if isinstance(self.hr_option, str) else self.hr_option
-        if self.module not in _MODULES and self.module not in get_modules(alias_names=True):
-            raise ValueError(f"1 validation error for ControlNetUnit\nmodule\n  Value error, "
-                             f"module({self.module}) not found in supported modules.")
-        if not 0.0 <= float(self.weight) <= 2.0:
-            raise ValueError("1 validation error for ControlNetUnit\nweight\n  ensure this value is in [0, 2]")
-        if not 0.0 <= float(self.guidance_start) <= float(self.guidance_end) <= 1.0:
-            raise ValueError("guidance_start must be <= guidance_end, both in [0, 1]")
+def _match_model(value) -> bool:
+    return value == "None" or value in get_models()
+
+
+class ControlNetUnit(BaseModel):
+    """CN's ``internal_controlnet/args.py`` unit: a pydantic v1 model (``Config.extra = "ignore"``,
+    arbitrary types), so ``__fields__`` lists the accepted keywords and validation errors are
+    ``ValueError`` subclasses."""
+
+    class Config:  # the fake is imported again for every test: validators may be redefined
+        arbitrary_types_allowed = True
+        extra = "ignore"
+
+    is_ui: bool = False
+    input_mode: str = "simple"
+    batch_images: Optional[Any] = None
+    output_dir: str = ""
+    loopback: bool = False
+    enabled: bool = False
+    module: str = "none"
+    model: str = "None"
+    weight: float = Field(1.0, ge=0.0, le=2.0)
+    image: Optional[Any] = None
+    resize_mode: ResizeMode = ResizeMode.INNER_FIT
+    low_vram: bool = False
+    processor_res: int = -1
+    threshold_a: float = -1
+    threshold_b: float = -1
+    guidance_start: float = Field(0.0, ge=0.0, le=1.0)
+    guidance_end: float = Field(1.0, ge=0.0, le=1.0)
+    pixel_perfect: bool = False
+    control_mode: ControlMode = ControlMode.BALANCED
+    inpaint_crop_input_image: bool = True
+    hr_option: HiResFixOption = HiResFixOption.BOTH
+    save_detected_map: bool = True
+    advanced_weighting: Optional[List[float]] = None
+    effective_region_mask: Optional[Any] = None
+    pulid_mode: str = "Fidelity"
+    union_control_type: str = "Unknown"
+    ipadapter_input: Optional[Any] = None
+    mask: Optional[Any] = None
+
+    @validator("module", always=True, pre=True, allow_reuse=True)
+    def check_module(cls, value):
+        if not _match_module(value):
+            raise ValueError(f"module({value}) not found in supported modules.")
+        return value
+
+    @validator("model", always=True, pre=True, allow_reuse=True)
+    def check_model(cls, value):
+        if not _match_model(value):
+            raise ValueError(f"model({value}) not found in supported models.")
+        return value
+
+    @validator("resize_mode", always=True, pre=True, allow_reuse=True)
+    def check_resize_mode(cls, value):
+        return resize_mode_from_value(value)
+
+    @root_validator(allow_reuse=True)
+    def guidance_check(cls, values):
+        start, end = values.get("guidance_start"), values.get("guidance_end")
+        if start is not None and end is not None and start > end:
+            raise ValueError(f"guidance_start({start}) > guidance_end({end})")
+        return values
 
     @classmethod
-    def from_dict(cls, d: dict) -> ControlNetUnit:
-        return cls(**d)
+    def from_dict(cls, values: dict) -> "ControlNetUnit":
+        return cls(**values)
 
     @staticmethod
     def infotext_fields():
         return ("module", "model", "weight", "resize_mode", "processor_res", "threshold_a", "threshold_b",
-                "guidance_start", "guidance_end", "pixel_perfect", "control_mode", "hr_option")
+                "guidance_start", "guidance_end", "pixel_perfect", "control_mode")
 
-    def dict(self):
-        return {k: getattr(self, k) for k in _DEFAULTS}
 
-    def __repr__(self):
-        return f"ControlNetUnit(enabled={self.enabled}, module={self.module!r}, model={self.model!r})"
+_DEFAULTS = tuple(ControlNetUnit.__fields__)
 
 
 UiControlNetUnit = ControlNetUnit
 
 
-def to_processing_unit(unit) -> ControlNetUnit:
+def to_processing_unit(unit) -> "ControlNetUnit":
     if isinstance(unit, dict):
         return ControlNetUnit.from_dict(unit)
     if isinstance(unit, ControlNetUnit):
@@ -158,18 +198,18 @@ def find_cn_script(script_runner):
     return None
 
 
-def get_all_units_from(script_args) -> list[ControlNetUnit]:
+def get_all_units_from(script_args) -> "list[ControlNetUnit]":
     return [to_processing_unit(a) for a in script_args if a is not None and not isinstance(a, bool)]
 
 
-def get_all_units(script_runner, script_args) -> list[ControlNetUnit]:
+def get_all_units(script_runner, script_args) -> "list[ControlNetUnit]":
     cn_script = find_cn_script(script_runner)
     if cn_script:
         return get_all_units_from(script_args[cn_script.args_from:cn_script.args_to])
     return []
 
 
-def get_all_units_in_processing(p) -> list[ControlNetUnit]:
+def get_all_units_in_processing(p) -> "list[ControlNetUnit]":
     return get_all_units(p.scripts, p.script_args)
 
 

@@ -1,9 +1,16 @@
 """sd-webui-controlnet's always-on script, fake: reads its units from ``p.script_args[args_from:
 args_to]``, checks them like CN does, records what it would condition on in ``_fake.cn_calls``,
 and appends the detected maps to the result (unless ``save_detected_map=False`` /
-``control_net_no_detectmap``)."""
+``control_net_no_detectmap``).
 
-from __future__ import annotations
+Its model cache behaves like CN 1.1.455's: ``Script.model_cache`` is one class-wide OrderedDict
+(``control_net_model_cache_size`` entries, oldest evicted), and ``process`` clears all of it
+whenever the script object's own ``latest_model_hash`` (``""`` on a new object) differs from the
+SD model's hash, then stores the hash on ``self``. Every build from disk is recorded in
+``_fake.cn_model_loads``.
+"""
+
+from collections import OrderedDict
 
 import numpy as np
 from internal_controlnet import external_code
@@ -11,6 +18,13 @@ from modules import _fake, scripts, shared
 
 
 class Script(scripts.Script):
+    model_cache: "OrderedDict[str, object]" = OrderedDict()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latest_model_hash = ""
+        self.detected_map = []
+
     def title(self):
         return "ControlNet"
 
@@ -28,6 +42,23 @@ class Script(scripts.Script):
         return units
 
     @staticmethod
+    def clear_control_model_cache():
+        Script.model_cache.clear()
+
+    @staticmethod
+    def load_control_model(model):
+        if model in Script.model_cache:
+            return Script.model_cache[model]
+        size = shared.opts.data.get("control_net_model_cache_size", 2)
+        if len(Script.model_cache) > 0 and len(Script.model_cache) >= size:
+            Script.model_cache.popitem(last=False)
+        _fake.cn_model_loads.append(model)  # what costs 723 MB read + build in the real one
+        net = object()
+        if size > 0:
+            Script.model_cache[model] = net
+        return net
+
+    @staticmethod
     def input_image(p, unit) -> np.ndarray:
         image = unit.image
         if isinstance(image, dict):
@@ -42,6 +73,13 @@ class Script(scripts.Script):
 
     def process(self, p, *args, **kwargs):
         units = self.get_enabled_units(p)
+        if not units:
+            return
+        if self.latest_model_hash != p.sd_model.sd_model_hash:
+            self.clear_control_model_cache()
+        self.latest_model_hash = p.sd_model.sd_model_hash
+        for u in units:
+            self.load_control_model(u.model)
         used = [self.input_image(p, u) for u in units]
         self.detected_map = [(u, im) for u, im in zip(units, used) if u.save_detected_map]
         _fake.cn_calls.append({"host": "a1111", "p": p, "units": units, "images": used, "script": self})

@@ -1,7 +1,9 @@
 """Forge's ``ControlNetForForgeOfficial`` always-on script, fake: takes its units (objects or
 API dicts) from ``p.script_args[args_from:args_to]``, resolves the preprocessor and model like
-Forge (exact names), records what it would condition on in ``_fake.cn_calls`` and adds the
-detected maps to ``p.extra_result_images``."""
+Forge (exact names), reads ``unit.image`` like Forge's ``get_input_data``, records what it would
+condition on in ``_fake.cn_calls`` and adds the detected maps to ``p.extra_result_images``. Its
+errors, like every script's, are only reported by the runner: the crop is then sampled without
+ControlNet."""
 
 from __future__ import annotations
 
@@ -35,15 +37,20 @@ class ControlNetForForgeOfficial(scripts.Script):
         return units
 
     @staticmethod
-    def input_image(p, unit) -> np.ndarray:
-        image = unit.image
-        if isinstance(image, dict):
-            image = image.get("image")
-        elif isinstance(image, (list, tuple)):
-            image = image[0]
-        if image is None:
+    def get_input_data(p, unit) -> np.ndarray:
+        """Forge's reading of ``unit.image`` (simple input mode): None -> the img2img input;
+        otherwise a ``{"image": HWC, "mask": HWC}`` pair, indexed as Forge does: a bare array
+        fails (IndexError), and a missing mask fails on an all-dark image such as a canny map
+        with no edges (TypeError: '>' between None and int)."""
+        if unit.image is None:
             return np.asarray(p.init_images[0].convert("RGB"))
-        assert isinstance(image, np.ndarray) and image.dtype == np.uint8, "HWC3: uint8 array expected"
+        if (unit.image["image"] < 5).all() and (unit.image["mask"] > 5).any():
+            image = unit.image["mask"]
+        else:
+            image = unit.image["image"]
+        if not isinstance(image, np.ndarray):
+            raise ValueError("controlnet is enabled but no input image is given")
+        assert image.dtype == np.uint8, "HWC3: uint8 array expected"
         return image
 
     def process(self, p, *args, **kwargs):
@@ -55,7 +62,7 @@ class ControlNetForForgeOfficial(scripts.Script):
                 raise AttributeError("'NoneType' object has no attribute 'slider_resolution'")
             if not preprocessor.do_not_need_model:
                 global_state.get_controlnet_filename(unit.model)
-            image = self.input_image(p, unit)
+            image = self.get_input_data(p, unit)
             used.append(image)
             if unit.save_detected_map:
                 from PIL import Image
