@@ -58,12 +58,18 @@ class LipSyncPipeline:
     """Holds loaded models between runs (the UI reuses one instance)."""
 
     def __init__(
-        self, device: str = "auto", refiner_factory: Callable[[Any, str], Any] | None = None
+        self,
+        device: str = "auto",
+        refiner_factory: Callable[[Any, str], Any] | None = None,
+        generator_factory: Callable[[RunConfig, str], Generator] | None = None,
     ) -> None:
         """``refiner_factory(refine_options, device)`` replaces the diffusers refiner for ``uhq``
-        (the WebUI passes one that refines with its own loaded SD model)."""
+        (the WebUI passes one that refines with its own loaded SD model);
+        ``generator_factory(config, device)`` replaces Wav2Lip from ``config.checkpoint`` with
+        another implementation of ``generators.Generator`` (it keeps its own models)."""
         self.device = resolve_device(device)
         self.refiner_factory = refiner_factory
+        self.generator_factory = generator_factory
         self.models = PipelineModels(refiner_factory)
 
     def load_generator(self, path: Path, device: str, precision: str = "fp32") -> Generator:
@@ -72,6 +78,11 @@ class LipSyncPipeline:
 
     def _device(self, config: RunConfig) -> str:
         return resolve_device(config.device) if config.device != "auto" else self.device
+
+    def _generator(self, config: RunConfig, device: str) -> Generator:
+        if self.generator_factory is not None:
+            return self.generator_factory(config, device)
+        return self.models.generator(config, device)
 
     def _track(self, config: RunConfig, device: str, width: int, height: int) -> FaceTrackStream:
         f = config.faces
@@ -116,7 +127,7 @@ class LipSyncPipeline:
         frames before it: the preview shows the frame it would refine."""
         device = self._device(config)
         info, fps = _face_info(config)
-        generator = self.models.generator(config, device)
+        generator = self._generator(config, device)
         audio = frame_audio(*read_speech(config.audio), fps, generator, config)
         index = max(0, min(frame_index, audio.frames - 1))
         src_index = _source_index(index, info, config.frames.loop)
@@ -152,7 +163,7 @@ class LipSyncPipeline:
         cancelled = cancel or (lambda: False)
         device = self._device(config)
         out = _output_path(config)
-        preloaded = self.models.preload_generator(config, device)
+        preloaded = self.models.preload_generator(config, device) if self.generator_factory is None else None
 
         report("reading audio", 0, 1)
         track_audio, wav = read_speech(config.audio)
@@ -162,7 +173,7 @@ class LipSyncPipeline:
         report("loading models", 0, 1)
         detector = self.models.detector(config, device)
         stages = self._stages(config, device, cancelled)
-        generator = preloaded.result() if preloaded is not None else self.models.generator(config, device)
+        generator = preloaded.result() if preloaded is not None else self._generator(config, device)
         audio = frame_audio(track_audio, wav, fps, generator, config)
 
         frames = FaceFrames(config, info, audio.frames)  # decode: opened once, first frame peeked
