@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import MODES
+from . import options as run_options
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ OPT_DEFAULT_MODE = "wav2lip_uhq_default_mode"
 OPT_DEFAULT_DETECTOR = "wav2lip_uhq_default_detector"
 OPT_ALLOW_DOWNLOAD = "wav2lip_uhq_allow_download"
 OPT_API_DIRS = "wav2lip_uhq_api_input_dirs"
+OPT_API_ENABLED = "wav2lip_uhq_api_enabled"
 OPT_KEEP_MODELS = "wav2lip_uhq_keep_models"
 FLAG_MODELS_DIR = "wav2lip_uhq_models_dir"  # preload.py: --wav2lip-uhq-models-dir
 FLAG_CACHE_DIR = "wav2lip_uhq_cache_dir"
@@ -228,8 +229,8 @@ class WebUIHost:
 
     def ui_defaults(self) -> dict[str, Any]:
         return {
-            "mode": option(OPT_DEFAULT_MODE, "improved"),
-            "detector": option(OPT_DEFAULT_DETECTOR, "s3fd"),
+            "mode": option(OPT_DEFAULT_MODE, run_options.get("mode").default),
+            "detector": option(OPT_DEFAULT_DETECTOR, run_options.get("detector").default),
             "allow_download": bool(option(OPT_ALLOW_DOWNLOAD, True)),
         }
 
@@ -263,15 +264,17 @@ def on_ui_settings() -> None:
         shared.opts.add_option(key, info)
 
     section = SECTION
+    mode, detector = run_options.get("mode"), run_options.get("detector")
     refresh = lambda: host().refresh_paths()  # noqa: E731 - settings onchange takes no arguments
     add(OPT_MODELS_DIR, shared.OptionInfo(
         "", f"Models folder (empty: models/{MODELS_SUBDIR})", section=section, onchange=refresh))
     add(OPT_RESULTS_DIR, shared.OptionInfo(
         "", "Results folder (empty: outputs/wav2lip-uhq)", section=section, onchange=refresh))
     add(OPT_DEFAULT_MODE, shared.OptionInfo(
-        "improved", "Default mode", gr.Radio, {"choices": list(MODES)}, section=section).needs_reload_ui())
+        mode.default, "Default mode", gr.Radio, {"choices": list(mode.choices)}, section=section
+    ).needs_reload_ui())
     add(OPT_DEFAULT_DETECTOR, shared.OptionInfo(
-        "s3fd", "Default face detector", gr.Radio, {"choices": ["s3fd", "dlib"]}, section=section
+        detector.default, "Default face detector", gr.Radio, {"choices": list(detector.choices)}, section=section
     ).needs_reload_ui())
     add(OPT_ALLOW_DOWNLOAD, shared.OptionInfo(
         True, "Download missing released models (Wav2Lip, S3FD, FAN, GFPGAN) into the models folder",
@@ -279,6 +282,9 @@ def on_ui_settings() -> None:
     add(OPT_API_DIRS, shared.OptionInfo(
         "", "API: server folders that requests may read media from by path (one per line)", gr.Textbox,
         {"lines": 2}, section=section, onchange=refresh, restrict_api=True))
+    add(OPT_API_ENABLED, shared.OptionInfo(
+        False, "API: accept lip-sync jobs over HTTP without --api (anyone who reaches the port can start "
+        "jobs unless --api-auth is set)", section=section, restrict_api=True).needs_reload_ui())
 
 
 def on_ui_tabs():
@@ -302,13 +308,18 @@ def api_jobs_enabled(demo) -> bool:
 
 
 def on_app_started(demo, app) -> None:
-    """API routes; ``demo`` is None under ``--nowebui`` (API only), where they matter most."""
-    from .api import register_routes
+    """API routes: ``version`` always; the job routes as ``api_jobs_enabled`` says, behind the
+    WebUI's ``--api-auth`` credentials when it has them."""
+    from modules import shared
+
+    from .api import parse_credentials, register_routes
 
     h = host()
     h.refresh_paths()
     h.policy = h.policy or h.api_policy()
-    h.jobs = register_routes(app, h.runner, h.policy, need_sd_checkpoint=False, jobs=h.jobs)
+    credentials = parse_credentials(getattr(shared.cmd_opts, "api_auth", None))
+    h.jobs = register_routes(app, h.runner, h.policy, need_sd_checkpoint=False, jobs=h.jobs,
+                             jobs_enabled=api_jobs_enabled(demo), credentials=credentials)
 
 
 def register() -> None:
