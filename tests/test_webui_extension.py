@@ -191,3 +191,105 @@ def test_uhq_without_a_loaded_sd_model_fails_clearly(webui, api_client, astronau
                                                     "settings": settings, "wait": True})
     job = r.json()
     assert job["state"] == "error" and "checkpoint" in job["error"].lower(), job
+
+
+def test_our_cancel_interrupts_the_webui_sampler_mid_crop(webui, api_client, astronaut_png, speech_short,
+                                                           monkeypatch):
+    """uhq: a cancel from our API (or our Interrupt button) must stop the WebUI's sampler within a
+    step, not after the crop it is on (a slow fake sampler: 0.25 s per step, 5 s per crop)."""
+    import time
+
+    from wav2lip_uhq import webui as glue
+
+    sampling, steps_run = threading.Event(), []
+
+    def slow_step(p, step, steps):
+        steps_run.append(step)
+        sampling.set()
+        time.sleep(0.25)
+
+    webui.hooks["sample_step"] = slow_step
+    settings = {**FAST, "mode": "uhq", "detector": "dlib", "steps": 40, "denoise": 0.5}
+    r = api_client.post("/wav2lip-uhq/v1/run", json={"face": b64(astronaut_png), "audio": b64(speech_short),
+                                                    "settings": settings})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert sampling.wait(60), "the sampler never started"
+    t0 = time.monotonic()
+    assert api_client.post(f"/wav2lip-uhq/v1/jobs/{job_id}/cancel").status_code == 200
+    job = glue.host().runner.job
+    assert job.done.wait(30)
+    latency = time.monotonic() - t0
+    assert job.cancelled, job.error
+    assert latency < 2.0, f"{latency:.1f} s to stop"  # the crop alone had 4+ s left
+    assert len(steps_run) < 20  # the crop was abandoned
+    assert not list(glue.host().paths.results_dir.glob("*.mp4"))
+    webui.hooks["sample_step"] = None
+    webui.state.begin()  # the next WebUI job starts clean: our interrupt never outlives our job
+    assert webui.state.interrupted is False
+
+
+def test_cancel_after_the_job_never_interrupts_the_webui(webui, api_client, astronaut_png, speech_short):
+    from wav2lip_uhq import webui as glue
+
+    r = api_client.post("/wav2lip-uhq/v1/run", json={"face": b64(astronaut_png), "audio": b64(speech_short),
+                                                    "settings": FAST, "wait": True})
+    assert r.json()["state"] == "done"
+    job = glue.host().runner.job
+    job.cancel_event.set()  # a late cancel, while the user's own generation runs
+    webui.state.begin(job="txt2img")
+    for t in threading.enumerate():  # the job's interrupt watcher ends with the job, without firing
+        if t.name == "wav2lip-uhq-interrupt":
+            t.join(5)
+            assert not t.is_alive()
+    assert webui.state.interrupted is False
+
+
+def _count_builds(monkeypatch) -> list:
+    from wav2lip_uhq.pipeline.model_bank import ModelBank
+
+    builds, real = [], ModelBank.get
+
+    def get(self, key, build):
+        return real(self, key, lambda: (builds.append(key[0]), build())[1])
+
+    monkeypatch.setattr(ModelBank, "get", get)
+    return builds
+
+
+def test_models_stay_loaded_between_jobs_of_the_tab_and_the_api(webui, api_client, astronaut_png, speech_short,
+                                                                  monkeypatch):
+    from wav2lip_uhq import webui as glue
+
+    builds = _count_builds(monkeypatch)
+    settings = {**FAST, "mode": "improved", "detector": "dlib"}
+    for _ in range(2):
+        r = api_client.post("/wav2lip-uhq/v1/run", json={"face": b64(astronaut_png), "audio": b64(speech_short),
+                                                        "settings": settings, "wait": True})
+        assert r.json()["state"] == "done", r.json()
+    from wav2lip_uhq.ui import config_from_ui
+
+    runner = glue.host().runner  # a job from the tab: the same runner, values as the form gives them
+    values = {**runner.base_values(), **settings, "face": str(astronaut_png), "audio": str(speech_short)}
+    runner.run(config_from_ui(values, need_sd_checkpoint=False), timeout=120)
+    assert sorted(builds) == sorted(set(builds)), builds  # every model built once
+
+
+def test_models_released_on_the_webuis_unload_and_by_the_setting(webui, api_client, astronaut_png, speech_short,
+                                                                   monkeypatch):
+    from wav2lip_uhq import webui as glue
+
+    builds = _count_builds(monkeypatch)
+    job = {"face": b64(astronaut_png), "audio": b64(speech_short), "settings": FAST, "wait": True}
+    assert api_client.post("/wav2lip-uhq/v1/run", json=job).json()["state"] == "done"
+    n = len(builds)
+    webui.modules.sd_models.unload_model_weights()  # Settings -> Actions -> Unload SD checkpoint
+    assert webui.sd_model_unloads == [1]  # the WebUI's own unload still ran
+    assert api_client.post("/wav2lip-uhq/v1/run", json=job).json()["state"] == "done"
+    assert len(builds) == 2 * n  # loaded again after the unload
+    for cb in callbacks(webui, "ui_settings"):
+        cb()
+    assert webui.opts.wav2lip_uhq_keep_models is True
+    webui.opts.wav2lip_uhq_keep_models = False
+    assert api_client.post("/wav2lip-uhq/v1/run", json=job).json()["state"] == "done"
+    assert glue.host().runner._pipeline is None  # released when the job ended

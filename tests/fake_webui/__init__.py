@@ -264,6 +264,7 @@ def install(monkeypatch, *, forge: bool = False, controlnet: bool = True, sd_mod
         cn_models=_fake.cn_models,  # mutable: names added here appear after the host rescans
         cn_model_loads=_fake.cn_model_loads,  # ControlNet models built from disk (A1111 CN cache misses)
         sd_model_loads=_fake.sd_model_loads,  # checkpoints Forge loaded at a generation
+        sd_model_unloads=_fake.sd_model_unloads,  # sd_models.unload_model_weights calls
         calls=_fake.calls,  # process_images records: p, lock_held, override_settings, opts_during, ...
         cn_calls=_fake.cn_calls,  # ControlNet process records: host, p, units, images, script
         script_calls=_fake.script_calls,  # (title, hook) of the other always-on scripts that ran
