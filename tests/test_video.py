@@ -233,3 +233,29 @@ def test_fast_yuv_decode_is_as_faithful_as_swscales_accurate_path(size, matrix, 
     assert np.abs(bias - reference).max() < 0.2, f"colour bias {bias.round(2)} vs swscale's {reference.round(2)}"
     if colour_range == "MPEG":  # what we write: no bias at all
         assert np.abs(bias).max() < 0.2, f"colour bias {bias.round(2)}"
+
+
+def test_a_variable_rate_clip_keeps_its_timing_through_a_run(tmp_path, w2l_checkpoint, speech_short):
+    """Output frame i (outside the face box, untouched) is the input frame on screen at (i + 0.5) / 30."""
+    from wav2lip_uhq.config import FaceOptions, RunConfig
+    from wav2lip_uhq.pipeline import run
+
+    times = [round(1000 * k / 30) for k in range(30)] + [1000 + 100 * k for k in range(10)]
+    clip = _write_timed(tmp_path / "vfr.mkv", times, size=(160, 160))
+    result = run(
+        RunConfig(
+            face=clip,
+            audio=speech_short,
+            checkpoint=w2l_checkpoint,
+            out=tmp_path / "out.mkv",
+            mode="fast",
+            faces=FaceOptions(box=(40, 140, 30, 130)),
+            encode=EncodeSettings(lossless=True),
+            cache_dir=tmp_path / "cache",
+        )
+    )
+    assert result.fps == 30.0 and probe(result.output).frame_rate == 30
+    got = [int(f[0, 0, 0]) for f in iter_frames(result.output)]  # the corner is outside the box
+    want = [max(k for k, t in enumerate(times) if t <= 1000 * (i + 0.5) / 30) for i in range(len(got))]
+    assert len(got) == result.frames and len(got) > 33, "1.4 s of speech at 30 fps reaches the 10 fps part"
+    assert got == want
