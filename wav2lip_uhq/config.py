@@ -119,6 +119,8 @@ class RunConfig:
     audio: Path
     out: Path | None = option(None, "output file (default: a new name in the results folder)", group="run",
                               kind="path", null=None, ui=False, client=False)
+    overwrite: bool = option(False, "replace the --out file if it exists (otherwise an existing file is refused)",
+                             group="run", ui=False, client=False)
     checkpoint: str | Path | None = option(
         "wav2lip_gan", "generator checkpoint: a path or a known name", group="run", kind="str", null=None,
         label="generator checkpoint", widget="dropdown")

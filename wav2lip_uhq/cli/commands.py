@@ -68,6 +68,9 @@ def cmd_run(args) -> int:
 
     config = config_from_args(args)  # every option validated before anything heavy loads
     check_inputs(args)
+    from ..outputs import check_output
+
+    check_output(config)  # the output's name, container and codecs, before torch loads
     from ..checkpoints import resolve_checkpoint
     from ..pipeline import run
 
