@@ -44,13 +44,15 @@ REQUIREMENTS: list[tuple[str, str, str, str, str]] = [
     ("spandrel", "spandrel", "0.3.4", "0.5", "face restoration and super-resolution (enhanced mode)"),
 ]
 
-# Packages the WebUI pins for itself: never installed, upgraded or replaced by this script, even as a
-# dependency of a requirement above. ``torch``/``xformers`` are CUDA builds from PyTorch's index (pip
-# would fetch another build), gradio/fastapi/pydantic are the server the WebUI is written against
-# (A1111: gradio 3.41.2 + pydantic 1; Forge: gradio 4.40.0 + pydantic 2.8.2), gradio 4.40 breaks with
-# huggingface-hub >= 1.0. Every package the WebUI pins with ``==`` in its requirements file
-# (requirements_versions.txt: spandrel, scikit-image, safetensors, ...) is protected the same way,
-# since the WebUI reinstalls its pin on the next start whenever the installed version differs.
+# Packages that must not move: never installed, upgraded or replaced by this script, even as a
+# dependency of a requirement above (pinned to their installed versions through pip constraints).
+# ``torch``/``xformers`` are CUDA builds from PyTorch's index (pip would fetch another build),
+# gradio/fastapi/pydantic are the server the WebUI is written against (A1111: gradio 3.41.2 +
+# pydantic 1; Forge: gradio 4.40.0 + pydantic 2.8.2), gradio 4.40 breaks with huggingface-hub >= 1.0,
+# numpy/Pillow/protobuf/transformers are ABI or API the WebUI's own code relies on. Only these are
+# constrained: constraining every ``==`` pin of the WebUI's requirements file made pip refuse the
+# whole install in Forge (its torch needs setuptools>=77.0.3 while the file pins setuptools==69.5.1).
+# The file's pins still keep our direct requirements where the WebUI wants them (see ``main``).
 PROTECTED = (
     "torch", "torchvision", "torchaudio", "xformers",
     "gradio", "gradio-client", "fastapi", "starlette", "pydantic", "pydantic-core",
@@ -217,8 +219,49 @@ def run_pip(args: list[str], launch, desc: str) -> tuple[bool, str]:
             return False, str(exc)
         return True, ""
     print(f"Installing {desc}", flush=True)
-    result = subprocess.run([sys.executable, "-m", "pip", *args, "--prefer-binary"], check=False)
-    return result.returncode == 0, f"pip exited with code {result.returncode}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--prefer-binary"], check=False, capture_output=True, text=True
+    )
+    output = "\n".join(x for x in (result.stdout, result.stderr) if x)
+    return result.returncode == 0, f"pip exited with code {result.returncode}\n{output}".rstrip()
+
+
+_CONSTRAINT = re.compile(r"The user requested \(constraint\) ([A-Za-z0-9._-]+)\s*==\s*([^\s,;]+)")
+_DEPENDS = re.compile(r"^\s*([A-Za-z0-9._-]+ \S+) depends on ([A-Za-z0-9._-]+)(.*)$", re.M)
+
+
+def conflicting_constraints(pip_output: str) -> list[str]:
+    """From pip's ResolutionImpossible report ("The user requested (constraint) numpy==1.26.2" /
+    "face-alignment 1.4.1 depends on numpy>=2"): one line per constraint of ours that pip named,
+    with what asks for another version of it."""
+    lines = []
+    for name, version in dict(_CONSTRAINT.findall(pip_output)).items():
+        needs = [f"{who} needs {dep}{spec.strip()}" for who, dep, spec in _DEPENDS.findall(pip_output)
+                 if normalize(dep) == normalize(name)]
+        lines.append(f"{name}=={version} (held at the WebUI's version)"
+                     + (f" conflicts with: {'; '.join(needs)}" if needs else ""))
+    return lines
+
+
+def failure_message(specs: list[str], error: str) -> str:
+    """What went wrong and what to run by hand."""
+    python = _quote(sys.executable)
+    wanted = " ".join(_quote(x) for x in specs)
+    text = f"{NAME}: could not install {' '.join(specs)}; the extension may not work.\n"
+    conflicts = conflicting_constraints(error)
+    if conflicts:
+        text += (
+            "pip found no versions that keep the WebUI's packages as they are:\n"
+            + "".join(f"  {c}\n" for c in conflicts)
+            + "To install anyway, run by hand (pip may then change the package named above):\n"
+            f"  {python} -m pip install {wanted}\n"
+            "or, to leave every installed package as it is, install without dependencies and add any "
+            "that are still missing yourself:\n"
+            f"  {python} -m pip install --no-deps {wanted}\n"
+        )
+    else:
+        text += f"Install them by hand into the WebUI's Python: {python} -m pip install {wanted}\n"
+    return text + error
 
 
 def main(requirements: list[Requirement] | None = None) -> int:
@@ -229,12 +272,13 @@ def main(requirements: list[Requirement] | None = None) -> int:
     if not todo:
         return 0
 
-    pins = constraints(host_pins(host_requirements_file(launch)))
-    held = [r for r in todo if normalize(install_name(r)) in pins]
+    pins = constraints()
+    host = host_pins(host_requirements_file(launch))
+    held = [r for r in todo if normalize(install_name(r)) in host and installed_version(install_name(r))]
     for r in held:  # pinned by the WebUI at a version outside our bounds: leave the WebUI's choice
         name = install_name(r)
         print(
-            f"{NAME}: {name} {pins[normalize(name)]} is pinned by the WebUI; {r.purpose} needs "
+            f"{NAME}: {name} {installed_version(name)} is pinned by the WebUI; {r.purpose} needs "
             f"{name}{r.spec} and stays unavailable.",
             flush=True,
         )
@@ -256,12 +300,7 @@ def main(requirements: list[Requirement] | None = None) -> int:
         except OSError:
             pass
     if not ok:
-        print(
-            f"{NAME}: could not install {' '.join(specs)}; the extension may not work.\n"
-            f"Install them by hand into the WebUI's Python ({sys.executable} -m pip install ...).\n{error}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(failure_message(specs, error), file=sys.stderr, flush=True)
         return 1
 
     importlib.invalidate_caches()

@@ -148,9 +148,10 @@ def test_missing_requirement_is_installed_once_with_constraints(tmp_path):
 
     lines = calls[0]["constraints"].splitlines()
     expected = {name: version for name, version in protected_installed().items()}
-    expected["tqdm"] = tqdm_version  # pinned by the WebUI's requirements file: kept at the installed version
     assert expected["torch"] and expected["numpy"]  # the dev venv has them: they must be constrained
+    # only the protected set: the WebUI file's other pins (tqdm here) are not constraints
     assert sorted(lines) == sorted(f"{n}=={v}" for n, v in expected.items())
+    assert not any(line.startswith("tqdm==") for line in lines) and tqdm_version
     assert not Path(argv[2]).exists()  # the temporary constraints file is removed
 
     second = webui.run(webui.wrapper)  # the fake pip put w2l_fake_pkg 1.2 on the path
@@ -334,3 +335,61 @@ def test_file_has_no_wav2lip_uhq_import():
     text = INSTALL.read_text(encoding="utf-8")
     assert "import wav2lip_uhq" not in text and "from wav2lip_uhq" not in text
     assert "shell=True" not in text
+
+
+# What Forge's pip printed when every pin of its requirements file was a constraint (torch 2.7 needs a
+# newer setuptools than the file's pin).
+RESOLUTION_IMPOSSIBLE = """Couldn't install requirements for wav2lip-uhq.
+Command: "/forge/venv/bin/python" -m pip install -c /tmp/c.txt face-alignment>=1.4 --prefer-binary
+Error code: 1
+stderr: ERROR: Cannot install face-alignment==1.4.1 and torch==2.7.0 because these package versions have \
+conflicting dependencies.
+
+The conflict is caused by:
+    The user requested torch==2.7.0
+    face-alignment 1.4.1 depends on torch
+    The user requested (constraint) setuptools==69.5.1
+    torch 2.7.0 depends on setuptools>=77.0.3; python_version >= "3.12"
+
+To fix this you could try to:
+1. loosen the range of package versions you've specified
+2. remove package versions to allow pip to attempt to solve the dependency conflict
+"""
+
+
+def test_webui_file_pins_are_not_constraints(tmp_path, monkeypatch):
+    seen = []
+
+    def record(command, desc=None, live=False):
+        argv = shlex.split(command)
+        seen.append(Path(argv[argv.index("-c") + 1]).read_text())
+
+    fake_launch(monkeypatch, record)
+    reqs = tmp_path / "requirements_versions.txt"
+    reqs.write_text("setuptools==69.5.1\nscikit-image==0.21.0\ntorch\n", encoding="utf-8")
+    monkeypatch.setenv("REQS_FILE", str(reqs))
+    inst.main([inst.Requirement(("w2l-fake-pkg",), "w2l_fake_pkg", "1.2")])
+    (constraints,) = seen
+    names = {line.split("==")[0] for line in constraints.splitlines()}
+    assert names == set(protected_installed())  # torch, numpy, ... but neither setuptools nor scikit-image
+    assert "setuptools" not in names and "scikit-image" not in names
+
+
+def test_unresolvable_constraint_is_named_with_what_to_run(monkeypatch, capsys):
+    def failing(command, desc=None, live=False):
+        raise RuntimeError(RESOLUTION_IMPOSSIBLE)
+
+    fake_launch(monkeypatch, failing)
+    assert inst.main([inst.Requirement(("w2l-fake-pkg",), "w2l_fake_pkg", "1.2")]) == 1
+    err = capsys.readouterr().err
+    assert "setuptools==69.5.1" in err and "torch 2.7.0 needs setuptools>=77.0.3" in err
+    assert "torch==2.7.0 (held" not in err  # a plain request, not one of our constraints
+    runs = [shlex.split(line) for line in err.splitlines() if line.startswith("  ") and " -m pip install " in line]
+    assert runs == [[sys.executable, "-m", "pip", "install", "w2l-fake-pkg>=1.2"],
+                    [sys.executable, "-m", "pip", "install", "--no-deps", "w2l-fake-pkg>=1.2"]]
+
+
+def test_conflicting_constraints_parsing():
+    assert inst.conflicting_constraints("") == []
+    lines = inst.conflicting_constraints(RESOLUTION_IMPOSSIBLE)
+    assert len(lines) == 1 and lines[0].startswith("setuptools==69.5.1")
