@@ -23,7 +23,7 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 class _Handler(http.server.BaseHTTPRequestHandler):
     """/good: the payload; /huge-announced: a lying Content-Length; /endless: no length, too many bytes."""
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         if self.path == "/good":
             self._reply(PAYLOAD, len(PAYLOAD))
         elif self.path == "/huge-announced":

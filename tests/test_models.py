@@ -113,7 +113,8 @@ def test_loader_accepts_safetensors_and_torchscript(tmp_path, w2l_state):
 
 def test_torchscript_is_code_and_needs_the_callers_trust(tmp_path, w2l_state):
     ts = _torchscript(tmp_path / "Wav2Lip-SD-GAN.pt", w2l_state)
-    with pytest.raises(CheckpointError, match=r"Wav2Lip-SD-GAN\.pt: a TorchScript archive holds code.*--trust-torchscript"):
+    refused = r"Wav2Lip-SD-GAN\.pt: a TorchScript archive holds code.*--trust-torchscript"
+    with pytest.raises(CheckpointError, match=refused):
         load_model(ts, kind="wav2lip")
     with pytest.raises(CheckpointError, match="TorchScript"):
         read_state_dict(ts)

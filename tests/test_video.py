@@ -68,7 +68,10 @@ def test_lossless_needs_mkv_and_known_names_map_to_their_codecs(tmp_path):
         check_output_path(tmp_path / "out.mp4", lossless=True)
     assert check_output_path(tmp_path / "o.mkv", lossless=True).video_codec == "ffv1"
     assert check_output_path(tmp_path / "o.MP4").video_codec == "libx264"
-    assert (check_output_path(tmp_path / "o.webm").video_codec, check_output_path(tmp_path / "o.webm").audio_codec) == (
+    assert (
+        check_output_path(tmp_path / "o.webm").video_codec,
+        check_output_path(tmp_path / "o.webm").audio_codec,
+    ) == (
         "libvpx-vp9",
         "libopus",
     )
@@ -84,7 +87,9 @@ def test_webm_is_vp9_opus_with_the_exact_odd_size_and_audio_in_time(tmp_path):
     assert (info.width, info.height) == (33, 27)
     assert len(list(iter_frames(out))) == 25
     with av.open(str(out)) as c:
-        audio_end = max(float(p.pts + p.duration) * float(p.time_base) for p in c.demux(audio=0) if p.pts is not None)
+        audio_end = max(
+            float(p.pts + p.duration) * float(p.time_base) for p in c.demux(audio=0) if p.pts is not None
+        )
     assert abs(audio_end - 1.0) < 0.03, f"audio ends at {audio_end:.3f} s for 1 s of video"
 
 
@@ -93,7 +98,9 @@ def test_h264_audio_ends_with_the_video(tmp_path, suffix):
     frames = [np.full((32, 32, 3), 90, np.uint8)] * 25
     out = _write(tmp_path / f"o{suffix}", frames, audio=_tone(1.0)).path
     with av.open(str(out)) as c:
-        audio_end = max(float(p.pts + p.duration) * float(p.time_base) for p in c.demux(audio=0) if p.pts is not None)
+        audio_end = max(
+            float(p.pts + p.duration) * float(p.time_base) for p in c.demux(audio=0) if p.pts is not None
+        )
     assert abs(audio_end - 1.0) < 0.03
 
 
@@ -208,7 +215,12 @@ def test_a_forced_rate_drops_frames_by_timestamp(tmp_path):
 
 @pytest.mark.parametrize(
     "size,matrix,colour_range",
-    [((64, 48), "itu601", "MPEG"), ((64, 48), "itu709", "MPEG"), ((33, 27), "itu601", "MPEG"), ((64, 48), "itu709", "JPEG")],
+    [
+        ((64, 48), "itu601", "MPEG"),
+        ((64, 48), "itu709", "MPEG"),
+        ((33, 27), "itu601", "MPEG"),
+        ((64, 48), "itu709", "JPEG"),
+    ],
 )
 def test_fast_yuv_decode_is_as_faithful_as_swscales_accurate_path(size, matrix, colour_range):
     import cv2
@@ -220,17 +232,24 @@ def test_fast_yuv_decode_is_as_faithful_as_swscales_accurate_path(size, matrix, 
     w, h = size
     img = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)[100 : 100 + h, 180 : 180 + w].copy()
     yuv = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(
-        format="yuv420p", dst_colorspace=matrix, dst_color_range=colour_range,
+        format="yuv420p",
+        dst_colorspace=matrix,
+        dst_color_range=colour_range,
         interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND,
     )
-    accurate = yuv.to_ndarray(
-        format="bgr24",
-        interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT,
-    ).astype(int) - img
+    accurate = (
+        yuv.to_ndarray(
+            format="bgr24",
+            interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT,
+        ).astype(int)
+        - img
+    )
     ours = _to_bgr(yuv).astype(int) - img
     assert np.abs(ours).mean() < np.abs(accurate).mean() + 0.15, "less faithful than swscale's accurate path"
     bias, reference = ours.mean(axis=(0, 1)), accurate.mean(axis=(0, 1))
-    assert np.abs(bias - reference).max() < 0.2, f"colour bias {bias.round(2)} vs swscale's {reference.round(2)}"
+    assert np.abs(bias - reference).max() < 0.2, (
+        f"colour bias {bias.round(2)} vs swscale's {reference.round(2)}"
+    )
     if colour_range == "MPEG":  # what we write: no bias at all
         assert np.abs(bias).max() < 0.2, f"colour bias {bias.round(2)}"
 

@@ -12,9 +12,9 @@ import os
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .errors import CheckpointError
 
@@ -182,7 +182,7 @@ def _verify(ckpt: KnownCheckpoint, size: int, digest: str) -> None:
     if ckpt.size is not None and size != ckpt.size:
         raise CheckpointError(f"download is {size} bytes, the released file has {ckpt.size}")
     if ckpt.sha256 and digest != ckpt.sha256:
-        raise CheckpointError(f"SHA-256 {digest[:16]}... does not match the released file's {ckpt.sha256[:16]}...")
+        raise CheckpointError(f"SHA-256 {digest[:16]}... is not the released file's ({ckpt.sha256[:16]}...)")
 
 
 def _fetch(url: str, dest: Path, progress, timeout: float, limit: int) -> tuple[int, str]:

@@ -17,10 +17,10 @@ import os
 import queue
 import threading
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -132,16 +132,16 @@ def _probe_video(name: str, size: int, mtime_ns: int) -> MediaInfo:
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         count = stream.frames
         if not count and stream.duration and stream.time_base:
-            count = int(round(float(stream.duration * stream.time_base) * float(rate)))
+            count = round(float(stream.duration * stream.time_base) * float(rate))
         if not count and container.duration:
-            count = int(round(container.duration / 1_000_000 * float(rate)))
+            count = round(container.duration / 1_000_000 * float(rate))
         has_audio = bool(container.streams.audio)
         timing = _scan_timing(container, stream)
     if timing is None:
         return MediaInfo(path, width, height, float(rate), Fraction(rate), int(count or 0), False, has_audio)
     grid, is_vfr, duration = timing
     if is_vfr:
-        rate, count = grid, max(1, int(round(duration * float(grid))))
+        rate, count = grid, max(1, round(duration * float(grid)))
         log.info("%s: variable frame rate; read at %s fps (%d frames)", path, _rate_str(rate), count)
     return MediaInfo(
         path, width, height, float(rate), Fraction(rate), int(count or 0), False, has_audio, is_vfr, duration
@@ -209,11 +209,12 @@ def _matrix_for(width: int, height: int) -> str:
 
 
 # AVColorSpace -> (Kr, Kb): BT.709, BT.470BG and SMPTE 170M (both BT.601), BT.2020 (NCL, CL)
-_KR_KB = {1: (0.2126, 0.0722), 5: (0.299, 0.114), 6: (0.299, 0.114), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
+_BT601, _BT2020 = (0.299, 0.114), (0.2627, 0.0593)
+_KR_KB = {1: (0.2126, 0.0722), 5: _BT601, 6: _BT601, 9: _BT2020, 10: _BT2020}
 _SPC_UNSPECIFIED, _RANGE_FULL = 2, 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _yuv_to_bgr_matrix(kr: float, kb: float, full: bool) -> np.ndarray:
     """3x4 affine map from (Y, U, V) codes to (B, G, R) levels, for ``cv2.transform``."""
     kg = 1.0 - kr - kb
@@ -441,7 +442,7 @@ def check_output_path(path: str | Path, lossless: bool = False) -> OutputFormat:
         raise OutputError(f"{path}: the output needs a file extension; supported: {SUPPORTED_OUTPUTS}")
     if lossless:
         if suffix != ".mkv":
-            raise OutputError(f"{path}: lossless output is written as Matroska (FFV1 + FLAC); use a .mkv name")
+            raise OutputError(f"{path}: lossless output is Matroska (FFV1 + FLAC); use a .mkv name")
         fmt = LOSSLESS_FORMAT
     elif suffix not in OUTPUT_FORMATS:
         raise OutputError(f"{path}: {suffix} is not a supported output; supported: {SUPPORTED_OUTPUTS}")
@@ -451,7 +452,7 @@ def check_output_path(path: str | Path, lossless: bool = False) -> OutputFormat:
 
     missing = [c for c in (fmt.video_codec, fmt.audio_codec) if c not in av.codecs_available]
     if missing:
-        raise OutputError(f"{path}: this FFmpeg build has no {' / '.join(missing)} encoder for {suffix} files")
+        raise OutputError(f"{path}: this FFmpeg build has no {' / '.join(missing)} encoder for {suffix}")
     return fmt
 
 
@@ -572,7 +573,8 @@ class VideoWriter:
         self.astream = self.container.add_stream(codec, rate=rate)
         self.astream.layout = layout
         if codec in ("aac", "libopus"):
-            self.astream.bit_rate = settings.audio_bitrate if codec == "aac" else min(settings.audio_bitrate, 160_000)
+            opus_cap = 160_000 if codec == "libopus" else settings.audio_bitrate  # Opus is transparent there
+            self.astream.bit_rate = min(settings.audio_bitrate, opus_cap)
 
     def _drain(self) -> None:
         """Encoder thread: x264 and the muxer run beside the caller's work (PyAV releases the GIL)."""
@@ -619,14 +621,17 @@ class VideoWriter:
         if self.format.video_codec == "ffv1":
             return frame
         return frame.reformat(
-            format="yuv420p", dst_colorspace=self._matrix, dst_color_range="MPEG", interpolation=_sws_flags(False)
+            format="yuv420p",
+            dst_colorspace=self._matrix,
+            dst_color_range="MPEG",
+            interpolation=_sws_flags(False),
         )
 
     def _write_audio_until(self, seconds: float | None) -> None:
         import av
 
         total = self._audio_samples.shape[1]
-        end = total if seconds is None else min(total, int(round(seconds * self._audio_rate)))
+        end = total if seconds is None else min(total, round(seconds * self._audio_rate))
         step = self.astream.codec_context.frame_size or 1024
         while self._audio_pos + step <= end or (seconds is None and self._audio_pos < end):
             chunk = self._audio_samples[:, self._audio_pos : self._audio_pos + step]
@@ -673,7 +678,7 @@ class VideoWriter:
         if self.tmp.exists():
             self.tmp.unlink()
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
