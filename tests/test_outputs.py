@@ -118,3 +118,35 @@ def test_cli_refuses_an_existing_out_before_torch_loads(inputs, tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and str(out) in r.stderr and "--overwrite" in r.stderr
     assert out.read_bytes() == b"precious"
+
+
+def test_cli_names_a_bad_device_in_one_line(inputs, capsys):
+    from wav2lip_uhq.cli import main
+
+    assert main(["run", "--face", str(inputs[0]), "--audio", str(inputs[1]), "--device", "gpu0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --device 'gpu0': use auto, cpu, cuda, cuda:N or mps"
+
+
+def test_cuda_without_a_gpu_is_one_line():
+    torch = pytest.importorskip("torch")
+    from wav2lip_uhq.devices import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(Exception, match="no CUDA GPU is available"):
+        resolve_device("cuda")
+
+
+def test_app_on_a_busy_port_says_so(capsys):
+    pytest.importorskip("gradio")
+    import socket
+
+    from wav2lip_uhq.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["app", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port}" in err and "--port" in err and err.count("\n") == 1

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from .errors import InputError
+
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device_name(device: str) -> str:
+    """The device's spelling, checked without importing torch."""
+    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
+        raise InputError(f"--device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto``: CUDA, then Apple's MPS, then the CPU."""
+    """``auto``: CUDA, then Apple's MPS, then the CPU. A device that is not there is one line
+    (``InputError``) naming it, not torch's driver error from deep inside the first model load."""
+    check_device_name(device)
     import torch
 
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU is available to this torch "
+                             f"({torch.__version__}); use --device cpu or auto")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
+        return device
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
     if device != "auto":
         return device
     if torch.cuda.is_available():

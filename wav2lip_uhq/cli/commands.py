@@ -71,6 +71,9 @@ def cmd_run(args) -> int:
     from ..outputs import check_output
 
     check_output(config)  # the output's name, container and codecs, before torch loads
+    from ..devices import check_device_name
+
+    check_device_name(config.device)
     from ..checkpoints import resolve_checkpoint
     from ..pipeline import run
 
@@ -115,6 +118,25 @@ def cmd_app(args) -> int:
     from ..ui import launch
     from ..ui_runner import UIRunner
 
+    host = "0.0.0.0" if args.listen else "127.0.0.1"
+    if args.port is not None and not port_free(host, args.port):
+        print(f"error: port {args.port} on {host} is in use; choose another with --port", file=sys.stderr)
+        return 2
     runner = UIRunner(args.results_dir, args.models_dir, args.cache_dir, args.device)
-    launch(listen=args.listen, port=args.port, share=args.share == "public", runner=runner)
+    try:
+        launch(listen=args.listen, port=args.port, share=args.share == "public", runner=runner)
+    except OSError as exc:  # gradio found no free port in its range, or lost a race for ours
+        print(f"error: cannot serve the app on {host}: {exc}; choose a free port with --port", file=sys.stderr)
+        return 2
     return 0
+
+
+def port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
