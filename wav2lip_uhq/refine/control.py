@@ -46,7 +46,18 @@ def tile(blur: float = 1.0) -> Preprocessor:
     return lambda img: _rgb(cv2.GaussianBlur(img, (0, 0), blur) if blur > 0 else img, img.shape[0])
 
 
+CONTROLNET_AUX = ("the {name} preprocessor needs controlnet-aux, which the refine extra leaves out (it would add "
+                  "a second OpenCV, opencv-python-headless): pip install einops timm torchvision scikit-image "
+                  "huggingface_hub && pip install --no-deps 'controlnet-aux>=0.0.9'")
+
+
+def _need_controlnet_aux(name: str) -> None:
+    if importlib.util.find_spec("controlnet_aux") is None:
+        raise InputError(CONTROLNET_AUX.format(name=name))
+
+
 def lineart(annotators_dir: Path | None) -> Preprocessor:
+    _need_controlnet_aux("lineart")
     if annotators_dir is None or not (Path(annotators_dir) / "sk_model.pth").is_file():
         raise InputError("the lineart preprocessor needs its weights: put controlnet-aux's sk_model.pth "
                          "(and sk_model2.pth) in a folder and pass it as annotators_dir")
@@ -60,6 +71,7 @@ def lineart(annotators_dir: Path | None) -> Preprocessor:
 def mediapipe_face() -> Preprocessor:
     if importlib.util.find_spec("mediapipe") is None:
         raise InputError("the mediapipe_face preprocessor needs mediapipe 0.10.x (pip install 'mediapipe<0.11')")
+    _need_controlnet_aux("mediapipe_face")
     from controlnet_aux.mediapipe_face import MediapipeFaceDetector
 
     det = MediapipeFaceDetector()
