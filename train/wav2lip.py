@@ -65,8 +65,9 @@ class Wav2LipConfig(TrainLoopConfig):
     checkpoint_dir: str = "checkpoints/wav2lip"
     syncnet_checkpoint: str | None = field(default=None, metadata={"help": "trained expert (required if sync_wt > 0)"})
     img_size: int = field(default=96, metadata={"help": "96, 192, 256 or 288"})
-    width: float = field(default=1.0, metadata={"help": "face encoder/decoder channel multiplier; < 1 only for "
-                                                        "quick experiments/tests (the engine loads width 1 only)"})
+    width: float = field(default=1.0, metadata={"help": "channel multiplier of the generator's face encoder/decoder "
+                                                        "and of the discriminator; < 1 only for quick experiments "
+                                                        "and tests (the engine loads width 1 only)"})
     batch_size: int = 16
     disc: bool = field(default=False, metadata={"help": "train with the visual-quality discriminator (hq)"})
     disc_lr: float = 1e-4
@@ -127,6 +128,19 @@ def build_generator(img_size: int, width: float = 1.0) -> Wav2Lip:
                     for block in spec.encoder)
     decoder = tuple(max(4, round(c * width)) for c in spec.decoder)
     return Wav2Lip(spec=replace(spec, encoder=encoder, decoder=decoder))
+
+
+def build_discriminator(img_size: int, width: float = 1.0) -> Wav2LipDiscQual:
+    """The visual-quality discriminator, narrowed like the generator when ``width`` < 1."""
+    if width == 1.0:
+        return Wav2LipDiscQual(img_size)
+    from dataclasses import replace
+
+    from wav2lip_uhq.models.specs import DISC_SPECS
+
+    spec = DISC_SPECS[img_size]
+    blocks = tuple(tuple((max(4, round(c * width)), k, st, pad) for c, k, st, pad in block) for block in spec.blocks)
+    return Wav2LipDiscQual(spec=replace(spec, blocks=blocks))
 
 
 @dataclass
@@ -272,7 +286,7 @@ def train(cfg: Wav2LipConfig) -> dict:
     model = build_generator(cfg.img_size, cfg.width).to(d.device)
     disc = disc_opt = None
     if cfg.disc:
-        disc = Wav2LipDiscQual(cfg.img_size).to(d.device)
+        disc = build_discriminator(cfg.img_size, cfg.width).to(d.device)
     step, best, ck = 0, math.inf, None
     resume = find_resume(ckdir) if cfg.resume == "auto" else (None if cfg.resume == "none" else Path(cfg.resume))
     if resume is not None:
