@@ -227,7 +227,7 @@ def run_pip(args: list[str], launch, desc: str) -> tuple[bool, str]:
 
 
 _CONSTRAINT = re.compile(r"The user requested \(constraint\) ([A-Za-z0-9._-]+)\s*==\s*([^\s,;]+)")
-_DEPENDS = re.compile(r"^\s*([A-Za-z0-9._-]+ \S+) depends on ([A-Za-z0-9._-]+)(.*)$", re.M)
+_DEPENDS = re.compile(r"^\s*([A-Za-z0-9._-]+ \S+) depends on ([A-Za-z0-9._-]+)(.*)$", re.MULTILINE)
 
 
 def conflicting_constraints(pip_output: str) -> list[str]:

@@ -644,7 +644,7 @@ def test_fake_fifo_lock_is_like_the_webuis(monkeypatch):
         assert web.lock_held()
         assert lock.acquire(blocking=False) is False  # not reentrant
     assert not web.lock_held()
-    order, started = [], []
+    order = []
     lock.acquire()
     threads = []
     for i in range(3):

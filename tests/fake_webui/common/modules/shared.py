@@ -13,8 +13,7 @@ import types
 
 from modules import _fake, paths, shared_state
 from modules.options import OptionHTML, OptionInfo, Options, options_section  # noqa: F401 (re-exported)
-
-from modules.shared_cmd_options import cmd_opts  # noqa: E402 - the parsed command line
+from modules.shared_cmd_options import cmd_opts  # noqa: F401 (re-exported: the parsed command line)
 
 parser = argparse.ArgumentParser()  # preload.py receives this one (cmd_args.parser)
 

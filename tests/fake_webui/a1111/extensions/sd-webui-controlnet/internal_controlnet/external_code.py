@@ -6,6 +6,8 @@ keys ignored, ``enabled=False`` by default, enums from their string values, an u
 or ``model`` rejected with a ``ValidationError`` (a ``ValueError``).
 """
 
+# ruff: noqa: UP006, UP035, UP045 - pydantic v1 reads these annotations, written as CN writes them
+
 from enum import Enum
 from typing import Any, List, Optional
 

@@ -11,6 +11,7 @@ SD model's hash, then stores the hash on ``self``. Every build from disk is reco
 """
 
 from collections import OrderedDict
+from typing import ClassVar
 
 import numpy as np
 from internal_controlnet import external_code
@@ -18,7 +19,7 @@ from modules import _fake, scripts, shared
 
 
 class Script(scripts.Script):
-    model_cache: "OrderedDict[str, object]" = OrderedDict()
+    model_cache: ClassVar[OrderedDict] = OrderedDict()  # shared by every copy of the script
 
     def __init__(self) -> None:
         super().__init__()

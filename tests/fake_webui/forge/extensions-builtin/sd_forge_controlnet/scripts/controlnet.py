@@ -49,7 +49,7 @@ class ControlNetForForgeOfficial(scripts.Script):
         else:
             image = unit.image["image"]
         if not isinstance(image, np.ndarray):
-            raise ValueError("controlnet is enabled but no input image is given")
+            raise ValueError("controlnet is enabled but no input image is given")  # noqa: TRY004 - Forge's
         assert image.dtype == np.uint8, "HWC3: uint8 array expected"
         return image
 
