@@ -22,11 +22,13 @@ Choices:
   job) for every crop; the SD model hash ControlNet keeps on its script object goes back to the
   WebUI's own script, so its class-wide model cache is not cleared (and the model not read from
   disk again) per crop or per job. ``p.is_api = True`` is set before the scripts are assigned so
-  the Seed / Sampler scripts never overwrite our values. It works on A1111 and Forge alike, runs no other
-  extension (soft inpainting, the user's own ControlNet units...), and never mutates the WebUI's
-  shared runner or script objects. Units always pass ``enabled=True``, ``module``, ``model``
-  (``enabled`` defaults to False in CN >= 1.1.449); the module is the host's "none": the control
-  image is already preprocessed by us; the model name is resolved against the host's list.
+  the Seed / Sampler scripts never overwrite our values. It works on A1111 and Forge alike, runs
+  no other extension (soft inpainting, the user's own ControlNet units...), and never mutates the
+  WebUI's shared runner or script objects beyond that hash (which ControlNet itself would have
+  written). Units always pass ``enabled=True``, ``module``, ``model`` (``enabled`` defaults to
+  False in CN >= 1.1.449); the module is the host's "none": the control image is already
+  preprocessed by us (Forge gets it as an image/mask pair); the model name is resolved against
+  the host's list.
 - **Lock per batch.** ``call_queue.queue_lock`` (the WebUI's generation lock) is held for one
   ``refine(batch)`` call, i.e. ``options.batch_size`` crops: the model cannot be switched by
   another job between the crops of a batch, the progress fields we set are not reset under us,
