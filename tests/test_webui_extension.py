@@ -193,8 +193,8 @@ def test_uhq_without_a_loaded_sd_model_fails_clearly(webui, api_client, astronau
     assert job["state"] == "error" and "checkpoint" in job["error"].lower(), job
 
 
-def test_our_cancel_interrupts_the_webui_sampler_mid_crop(webui, api_client, astronaut_png, speech_short,
-                                                           monkeypatch):
+@pytest.mark.parametrize("who", ["api", "tab"])
+def test_our_cancel_interrupts_the_webui_sampler_mid_crop(webui, api_client, astronaut_png, speech_short, who):
     """uhq: a cancel from our API (or our Interrupt button) must stop the WebUI's sampler within a
     step, not after the crop it is on (a slow fake sampler: 0.25 s per step, 5 s per crop)."""
     import time
@@ -216,7 +216,10 @@ def test_our_cancel_interrupts_the_webui_sampler_mid_crop(webui, api_client, ast
     job_id = r.json()["id"]
     assert sampling.wait(60), "the sampler never started"
     t0 = time.monotonic()
-    assert api_client.post(f"/wav2lip-uhq/v1/jobs/{job_id}/cancel").status_code == 200
+    if who == "api":
+        assert api_client.post(f"/wav2lip-uhq/v1/jobs/{job_id}/cancel").status_code == 200
+    else:  # the tab's Interrupt button
+        assert glue.host().runner.cancel()
     job = glue.host().runner.job
     assert job.done.wait(30)
     latency = time.monotonic() - t0
