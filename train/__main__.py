@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pads", nargs=4, type=int, default=[0, 0, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                    help="pixels added to each side of every box")
     p.add_argument("--min-frames", type=int, default=16)
+    p.add_argument("--layout", default="folder", choices=["lrs2", "folder", "cmlr", "grid", "hdtf"],
+                   help="dataset layout (train/README.md 'Datasets'); folder: any nested folder of videos")
+    p.add_argument("--audio-root", default=None, help="grid: <speaker>/<id>.wav files when the videos are silent")
+    p.add_argument("--time-ranges", default=None, help="hdtf: its *_annotion_time.txt file or folder")
+    p.add_argument("--max-seconds", type=float, default=None, help="hdtf: cut longer ranges into clips this long")
     p.add_argument("--filelists", default=None, help="also write train/val/test.txt into this folder")
 
     p = sub.add_parser("filelists", help="deterministic train/val/test split by folder")
@@ -149,7 +154,8 @@ def _run(args: argparse.Namespace) -> None:
             args.data_root, args.preprocessed_root, "box" if args.box else args.detector,
             tuple(args.box) if args.box else None, args.device, args.batch_size, args.workers,
             _tuple_ints(args.shard, 2, "--shard"), pads=tuple(args.pads),
-            min_frames=args.min_frames,
+            min_frames=args.min_frames, layout=args.layout, audio_root=args.audio_root,
+            time_ranges=args.time_ranges, max_seconds=args.max_seconds,
         )
         report = preprocess(cfg)
         print(f"{report['done']} of {report['videos']} videos preprocessed, {len(report['skipped'])} skipped")

@@ -35,11 +35,11 @@ from wav2lip_uhq.errors import InputError
 from wav2lip_uhq.files import write_atomic
 
 from . import FPS
+from .layouts import VIDEO_EXTS, Clip, find_videos, list_clips  # noqa: F401 - VIDEO_EXTS, find_videos re-exported
 from .media import iter_video_frames, write_wav
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
 DONE = ".done.json"  # marker written last inside a finished video folder
 
 
@@ -57,6 +57,10 @@ class PreprocessConfig:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right, added to each box
     min_frames: int = 16  # upstream's loader rejects videos with <= 15 frames
     jpeg_quality: int = 95
+    layout: str = "folder"  # lrs2 | folder | cmlr | grid | hdtf (train.layouts)
+    audio_root: str | None = None  # grid: <speaker>/<id>.wav when the videos have no sound
+    time_ranges: str | None = None  # hdtf: *_annotion_time.txt file or folder
+    max_seconds: float | None = None  # hdtf: cut longer ranges into clips of at most this length
 
 
 @dataclass
@@ -67,13 +71,6 @@ class VideoResult:
     frames: int = 0
     faces: int = 0
     seconds: float = 0.0
-
-
-def find_videos(data_root: str | Path) -> list[Path]:
-    """Every video file below ``data_root`` (any depth), sorted for a stable sharding."""
-    root = Path(data_root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file()
-                  and not p.name.startswith("."))
 
 
 def output_dir(video: Path, data_root: Path, preprocessed_root: Path) -> Path:
@@ -98,12 +95,37 @@ def _detector(cfg: PreprocessConfig):
     return _DETECTORS[key]
 
 
-def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
-    """Preprocess one video atomically; never raises (failures are reported)."""
+def _clip_frames(clip: Clip, fps: float):
+    """The clip's frames at ``fps``: those whose time lies in [start, end) when it has a range."""
+    for k, frame in enumerate(iter_video_frames(clip.video, fps)):
+        t = k / fps
+        if clip.start is not None and t < clip.start - 1e-9:
+            continue
+        if clip.end is not None and t >= clip.end - 1e-9:
+            return
+        yield frame
+
+
+def _clip_audio(clip: Clip) -> np.ndarray:
+    wav = load_audio(clip.audio or clip.video)
+    if clip.start is None:
+        return wav
+    a, b = round(clip.start * 16000), round(clip.end * 16000)
+    if a >= len(wav):
+        raise InputError(f"{clip.audio or clip.video}: audio ends before {clip.start:.2f} s")
+    return wav[a:b]
+
+
+def process_video(clip: Clip | Path, cfg: PreprocessConfig) -> VideoResult:
+    """Preprocess one clip (or a video of the folder layout) atomically; never raises (failures are reported)."""
     t0 = time.time()
     data_root, pre_root = Path(cfg.data_root), Path(cfg.preprocessed_root)
-    out = output_dir(video, data_root, pre_root)
-    name = str(video.relative_to(data_root))
+    if isinstance(clip, Path):
+        rel = clip.relative_to(data_root).with_suffix("")
+        clip = Clip(clip, rel.as_posix(), rel.parent.as_posix())
+    out = pre_root / clip.entry
+    name = clip.video.relative_to(data_root).as_posix() + (
+        f" [{clip.start:.2f}-{clip.end:.2f} s]" if clip.start is not None else "")
     if (out / DONE).is_file():
         return VideoResult(name, "done", "already preprocessed")
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
@@ -112,7 +134,7 @@ def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
         tmp.mkdir(parents=True)
         (tmp / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         try:
-            wav = load_audio(video)
+            wav = _clip_audio(clip)
         except (InputError, OSError, ValueError, RuntimeError) as exc:  # no audio stream, silent, unreadable
             return VideoResult(name, "skipped", f"audio: {exc}")
         detector = _detector(cfg)
@@ -138,7 +160,7 @@ def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
             return found
 
         try:
-            for frame in iter_video_frames(video, cfg.fps):
+            for frame in _clip_frames(clip, cfg.fps):
                 batch.append(frame)
                 if len(batch) == cfg.batch_size:
                     n_faces += flush(n_frames)
@@ -153,15 +175,15 @@ def process_video(video: Path, cfg: PreprocessConfig) -> VideoResult:
             return VideoResult(name, "skipped", f"only {n_faces} frames with a face (< {cfg.min_frames})",
                                n_frames, n_faces)
         write_wav(tmp / "audio.wav", wav)
-        meta = {"source": name, "frames": n_frames, "faces": n_faces, "fps": cfg.fps,
-                "audio_seconds": len(wav) / 16000, "detector": cfg.detector}
+        meta = {"source": name, "speaker": clip.speaker, "frames": n_frames, "faces": n_faces, "fps": cfg.fps,
+                "audio_seconds": len(wav) / 16000, "detector": cfg.detector, "layout": cfg.layout}
         (tmp / DONE).write_text(json.dumps(meta))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
         return VideoResult(name, "done", "", n_frames, n_faces, time.time() - t0)
     except Exception as exc:  # keep going: one bad file must not stop a dataset
-        log.exception("failed on %s", video)
+        log.exception("failed on %s", clip.video)
         return VideoResult(name, "failed", f"{type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -209,11 +231,7 @@ def _work(args):
 
 def preprocess(cfg: PreprocessConfig) -> dict:
     """Preprocess this shard's videos; writes and returns the report."""
-    if not Path(cfg.data_root).is_dir():
-        raise ValueError(f"{cfg.data_root}: no such folder (--data-root)")
-    videos = find_videos(cfg.data_root)
-    if not videos:
-        raise ValueError(f"{cfg.data_root}: no video files ({', '.join(VIDEO_EXTS)}) in this folder or below")
+    videos = list_clips(cfg.layout, cfg.data_root, cfg.audio_root, cfg.time_ranges, cfg.max_seconds)
     if Path(cfg.preprocessed_root).is_dir():
         clean_stale_tmp(cfg.preprocessed_root)
     i, n = cfg.shard
@@ -252,9 +270,13 @@ def list_preprocessed(preprocessed_root: str | Path) -> list[str]:
     return sorted(p.parent.relative_to(root).as_posix() for p in root.rglob(DONE))
 
 
-def _group_key(entry: str) -> str:
-    """Speaker/source folder: everything but the last path component."""
-    return entry.rsplit("/", 1)[0] if "/" in entry else entry
+def _group_key(root: Path, entry: str) -> str:
+    """The clip's speaker as preprocessing recorded it, else its folder (LRS2: the source video)."""
+    try:
+        speaker = json.loads((root / entry / DONE).read_text()).get("speaker")
+    except (OSError, ValueError, AttributeError):
+        speaker = None
+    return speaker or (entry.rsplit("/", 1)[0] if "/" in entry else entry)
 
 
 def make_filelists(
@@ -266,14 +288,15 @@ def make_filelists(
 ) -> dict[str, list[str]]:
     """Write train.txt / val.txt / test.txt (upstream format: one ``folder/id`` per line).
 
-    The split is by folder (speaker or source video), so no speaker appears in two splits;
+    The split is by speaker (recorded by ``preprocess``; else the folder: LRS2's source video), so
+    no speaker appears in two splits;
     folders are ordered by a hash of (seed, name), which keeps the split stable when data
     is added. With >= 3 folders val and test get at least one folder each.
     """
     entries = list_preprocessed(preprocessed_root)
     groups: dict[str, list[str]] = {}
     for e in entries:
-        groups.setdefault(_group_key(e), []).append(e)
+        groups.setdefault(_group_key(Path(preprocessed_root), e), []).append(e)
     names = sorted(groups, key=lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest())
     n = len(names)
     n_test = max(1 if n >= 3 and test_fraction > 0 else 0, math.floor(n * test_fraction))
