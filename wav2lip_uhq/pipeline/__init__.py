@@ -84,11 +84,10 @@ class LipSyncPipeline:
             return self.generator_factory(config, device)
         return self.models.generator(config, device)
 
-    def _track(self, config: RunConfig, device: str, width: int, height: int) -> FaceTrackStream:
+    def _track(self, config: RunConfig, landmarks, width: int, height: int) -> FaceTrackStream:
         f = config.faces
         return FaceTrackStream(
-            width, height, f.pads, f.smoothing, f.face_index, fixed=f.box is not None,
-            landmarks=self.models.landmarks(config, device),
+            width, height, f.pads, f.smoothing, f.face_index, fixed=f.box is not None, landmarks=landmarks,
             landmark_smoothing=config.composite.landmark_smoothing,
         )
 
@@ -111,11 +110,13 @@ class LipSyncPipeline:
             stages.append(Refine(session, cancelled))
         return stages
 
-    def _loop(self, config: RunConfig, generator: Generator, audio: RunAudio, stages, sink, cancelled, report):
+    def _loop(self, config: RunConfig, generator: Generator, audio: RunAudio, stages, sink, cancelled, report,
+              keep_sources: bool = False) -> FrameLoop:
         c = config.composite
         return FrameLoop(
             generator, audio, stages, sink, batch_size=config.batch_size, keep_silent=c.silence == "keep",
-            aligned=c.aligned, cancelled=cancelled, report=report,
+            aligned=c.aligned, keep_sources=keep_sources or c.debug_video is not None, cancelled=cancelled,
+            report=report,
         )
 
     # -- one frame, for the UI ----------------------------------------------------------------
@@ -138,14 +139,14 @@ class LipSyncPipeline:
             raise InputError(f"{config.face}: no frame could be decoded")
         frame = preprocess_frame(frame, config.frames)
         frame.flags.writeable = False
-        track = self._track(config, device, frame.shape[1], frame.shape[0])
+        track = self._track(config, self.models.landmarks(config, device), frame.shape[1], frame.shape[0])
         track.add(self.models.detector(config, device).detect([np.ascontiguousarray(frame[:, :, ::-1])]), [frame])
         geo = next(track.ready(end=True))[1]
         if not geo.valid:
             raise NoFaceError(f"{config.face}: no face in frame {src_index}")
         sink = Collect()
         stages = self._stages(config, device, lambda: False, refine=False)
-        with self._loop(config, generator, audio, stages, sink, lambda: False, lambda *a: None) as loop:
+        with self._loop(config, generator, audio, stages, sink, lambda: False, lambda *a: None, True) as loop:
             loop.push(frame, geo, index, src_index)
             loop.flush()
         item = sink.items[0]
@@ -170,8 +171,8 @@ class LipSyncPipeline:
         info, fps = _face_info(config)
         timings = {"audio": time.perf_counter() - t_start}
 
-        report("loading models", 0, 1)
-        detector = self.models.detector(config, device)
+        report("loading models", 0, 1)  # these load while the generator does
+        detector, landmarks = self.models.detector(config, device), self.models.landmarks(config, device)
         stages = self._stages(config, device, cancelled)
         generator = preloaded.result() if preloaded is not None else self._generator(config, device)
         audio = frame_audio(track_audio, wav, fps, generator, config)
@@ -179,7 +180,7 @@ class LipSyncPipeline:
         frames = FaceFrames(config, info, audio.frames)  # decode: opened once, first frame peeked
         try:
             tracking = FaceTracking(config, info, audio.frames, detector,
-                                    self._track(config, device, frames.width, frames.height))
+                                    self._track(config, landmarks, frames.width, frames.height))
             rate = info.frame_rate if not info.is_image else _fraction(fps)
             encoder = Encoder.open(out, frames.width, frames.height, rate, track_audio, config)
             t_loop = time.perf_counter()

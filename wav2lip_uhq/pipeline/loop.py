@@ -120,11 +120,13 @@ class FrameLoop:
         batch_size: int,
         keep_silent: bool = False,
         aligned: bool = False,
+        keep_sources: bool = False,
         cancelled: Callable[[], bool] = lambda: False,
         report: ProgressFn = lambda stage, done, total: None,
     ) -> None:
         self.generator, self.audio, self.stages, self.sink = generator, audio, list(stages), sink
         self.batch_size, self.keep_silent, self.aligned = batch_size, keep_silent, aligned
+        self.keep_sources = keep_sources  # the sink reads the original frames too (debug overlay)
         self.cancelled, self.report = cancelled, report
         self.n_out = audio.frames
         self.no_face = 0
@@ -145,7 +147,7 @@ class FrameLoop:
         """Queue output frame ``index`` (``frame`` is only read, never written)."""
         if not geometry.valid:
             self.no_face += 1
-        self._batch.append(FrameWork(index, frame, source_index, geometry))
+        self._batch.append(FrameWork(index, frame, source_index, geometry, keep_source=self.keep_sources))
         if len(self._batch) >= self.batch_size or len(self._batch) * frame.nbytes >= BATCH_FRAME_BYTES:
             self._submit()
 

@@ -2,8 +2,9 @@
 
 ``FaceFrames`` decodes the first pass once (its first frame is peeked from the same stream to
 size the tracker and the encoder) in a thread, so decoding overlaps inference; a video shorter
-than the audio loops from memory when it fits, otherwise by decoding again. Frames are handed
-out read-only: no stage may write into them. ``FaceTracking`` turns detections (from the
+than the audio loops from memory when it fits, otherwise by decoding again. A frame kept for the
+loops is shared, hence marked read-only; any other is handed over to its output frame's record,
+which may write into it once tracking is done with it. ``FaceTracking`` turns detections (from the
 detector or the on-disk cache) and landmarks into smoothed per-frame geometry with a short
 look-ahead.
 """
@@ -94,15 +95,8 @@ def threaded(iterator: Iterator, maxsize: int = 8) -> Iterator:
 
 
 def _decoded(config: RunConfig, limit: int | None = None) -> Iterator[np.ndarray]:
-    """Preprocessed, read-only frames of the face input, decoded in a thread."""
-
-    def frames():
-        for f in iter_frames(config.face, limit=limit):
-            f = preprocess_frame(f, config.frames)
-            f.flags.writeable = False
-            yield f
-
-    return threaded(frames())
+    """Preprocessed frames of the face input, decoded in a thread."""
+    return threaded(preprocess_frame(f, config.frames) for f in iter_frames(config.face, limit=limit))
 
 
 class FaceFrames:
@@ -123,12 +117,14 @@ class FaceFrames:
 
     def first_pass(self) -> Iterator[np.ndarray]:
         kept_bytes = 0
-        for frame in itertools.chain([self.first], self._stream):
+        first, self.first = self.first, None  # handed over like every other frame
+        for frame in itertools.chain([first], self._stream):
             if frame.shape[:2] != (self.height, self.width):
                 raise InputError(
                     f"{self.config.face}: frame {self.count} changes size ({frame.shape[1]}x{frame.shape[0]})"
                 )
             if self._kept is not None:
+                frame.flags.writeable = False  # shared with the later loops
                 kept_bytes += frame.nbytes
                 self._kept.append(frame)
                 if kept_bytes > LOOP_CACHE_BYTES:

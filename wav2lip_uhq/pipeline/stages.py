@@ -4,9 +4,9 @@ Each stage has one interface, ``process(items, progress)``: it works on a batch 
 :class:`FrameWork` (the frames with a generated face, in output order) and fills in its part
 of each. No stage writes into an array it was given: the generated face, the parsing mask and
 the composite are new arrays, and a stage that changes pixels returns a :class:`Patch` that
-the frame's own record applies to its private copy (made once, at the first change). The
-decoded frame (``FrameWork.source``) is never written, so the loop cache, the debug overlay
-and the generator's worker thread can share it.
+the frame's own record applies to the result frame it owns. A decoded frame that is shared
+(the loop cache's, marked read-only) is copied at the first change; one handed over by the
+decoder (writable, referenced nowhere else) becomes the record's result without a copy.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class FrameWork:
     """One output frame on its way from the tracker to the encoder."""
 
     index: int  # output frame
-    source: np.ndarray  # the decoded frame: read only
+    source: np.ndarray | None  # the decoded frame (None once the result took its place, see ``apply``)
     source_index: int  # which input frame (differs from ``index`` when the video loops)
     geometry: FaceGeometry
     placement: Placement | None = None  # the generator's crop; None: the frame passes through
@@ -37,6 +37,7 @@ class FrameWork:
     visible: np.ndarray | None = None  # face-parsing mask over the compositing region
     roi: tuple[int, int, int, int] | None = None  # the compositing region
     alpha: np.ndarray | None = None  # the compositing alpha over ``roi`` (None: hard paste)
+    keep_source: bool = True  # the original is read later (debug overlay): never write into it
     _result: np.ndarray | None = None
 
     @property
@@ -45,11 +46,15 @@ class FrameWork:
         return self.source if self._result is None else self._result
 
     def apply(self, patch: Patch | None) -> None:
-        """Write a stage's patch into this record's own copy of the frame."""
+        """Write a stage's patch into the result frame this record owns: at the first change, a
+        copy of a shared (read-only) source, or the handed-over source itself."""
         if patch is None:
             return
         if self._result is None:
-            self._result = self.source.copy()
+            owned = self.source.flags.writeable and not self.keep_source
+            self._result = self.source if owned else self.source.copy()
+            if not self.keep_source:  # nothing reads the original any more
+                self.source = None
         patch.apply(self._result)
 
 
