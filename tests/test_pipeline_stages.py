@@ -3,6 +3,7 @@ inputs), preview == run, and the generator interface (a fake generator run end t
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 
@@ -244,7 +245,7 @@ class _FakeGenerator:
     def audio_features(self, wav, fps, cover):
         n = int(len(wav) / 16000 * fps)
         edges = (np.arange(n + 1) * 16000 / fps).astype(int)
-        rms = np.array([np.sqrt(np.mean(wav[a:b] ** 2)) for a, b in zip(edges[:-1], edges[1:])])
+        rms = np.array([np.sqrt(np.mean(wav[a:b] ** 2)) for a, b in itertools.pairwise(edges)])
         return _Energy(rms / rms.max())
 
     def placement(self, geometry, index, aligned):
@@ -256,7 +257,7 @@ class _FakeGenerator:
 
     def generate(self, prepared, features):
         self.threads.add(threading.current_thread().name)
-        return np.stack([np.full_like(p, int(round(255 * f))) for p, f in zip(prepared, features)])
+        return np.stack([np.full_like(p, round(255 * float(f))) for p, f in zip(prepared, features)])
 
 
 def test_a_generator_plugs_into_the_pipeline(astronaut_png, gap_audio, tmp_path):

@@ -3,4 +3,4 @@
 from .base import AudioFeatures, Generator
 from .wav2lip import SILENT_MEL, MelWindows, Wav2LipGenerator
 
-__all__ = ["AudioFeatures", "Generator", "MelWindows", "SILENT_MEL", "Wav2LipGenerator"]
+__all__ = ["SILENT_MEL", "AudioFeatures", "Generator", "MelWindows", "Wav2LipGenerator"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import cv2
 import numpy as np
@@ -62,7 +62,7 @@ def draw_debug(
     cv2.rectangle(vis, (x1, y1), (x2 - 1, y2 - 1), (255, 0, 0), 1)
     if placement.landmarks is not None:
         for x, y in placement.landmarks:
-            cv2.circle(vis, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1)
+            cv2.circle(vis, (round(float(x)), round(float(y))), 1, (0, 255, 0), -1)
     return vis
 
 
@@ -137,7 +137,7 @@ class FrameLoop:
         self._prepared_bytes = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="wav2lip-uhq-generator")
 
-    def __enter__(self) -> FrameLoop:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -77,7 +77,7 @@ def threaded(iterator: Iterator, maxsize: int = 8) -> Iterator:
                 if stop.is_set():
                     return
             q.put(done)
-        except BaseException as exc:  # handed to the consumer
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             q.put(exc)
 
     t = threading.Thread(target=worker, daemon=True)
