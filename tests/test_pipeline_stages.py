@@ -167,6 +167,25 @@ def test_no_stage_writes_into_its_inputs():
         previous = frame
 
 
+def test_a_frame_record_copies_shared_frames_and_takes_over_handed_ones():
+    from wav2lip_uhq.patches import Patch
+
+    geo = FaceGeometry(np.array((0, 0, 4, 4), np.float32), None)
+    patch = Patch((1, 1, 3, 3), np.full((2, 2, 3), 200, np.uint8))
+    shared = _readonly(np.zeros((6, 6, 3), np.uint8))  # e.g. kept for the loops
+    a = FrameWork(0, shared, 0, geo, keep_source=False)
+    a.apply(patch)
+    assert a.frame is not shared and not shared.any() and a.frame[1:3, 1:3].min() == 200
+    handed = np.zeros((6, 6, 3), np.uint8)  # decoded for this output frame alone
+    b = FrameWork(1, handed, 1, geo, keep_source=False)
+    b.apply(patch)
+    assert b.frame is handed and b.source is None  # no copy
+    overlay = np.zeros((6, 6, 3), np.uint8)  # the debug overlay reads the original later
+    c = FrameWork(2, overlay, 2, geo, keep_source=True)
+    c.apply(patch)
+    assert c.source is overlay and not overlay.any() and c.frame[1, 1, 0] == 200
+
+
 # -- preview == run ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gap_audio(tmp_path_factory, reference):
