@@ -16,6 +16,7 @@ from .video import EncodeSettings
 
 MODES = ("fast", "feather", "improved", "enhanced", "uhq")
 SILENCE_MODES = ("off", "close", "keep")
+SPEECH_ENGINES = ("espeak", "piper")  # wav2lip_uhq.speech.ENGINES
 LOOP_MODES = ("forward", "pingpong")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -114,6 +115,29 @@ class CompositeOptions:
 
 
 @dataclass
+class SpeechOptions:
+    """Text to speech in front of the lip sync (``wav2lip_uhq.speech``): the text becomes the audio."""
+
+    text: str = option("", "text to speak instead of an audio file (split at sentence ends, with pauses)",
+                       group="speech", kind="text", label="text to speak")
+    text_file: Path | None = option(None, "read the text to speak from this UTF-8 file", group="speech",
+                                    kind="path", null=None, ui=False, client=False)
+    engine: str = option("espeak", "espeak: offline, built in; piper: neural voices, downloaded on first use",
+                         group="speech", key="tts_engine", choices=SPEECH_ENGINES, label="voice engine")
+    voice: str = option("", "voice id (`wav2lip-uhq voices` lists them; empty: the engine's default)",
+                        group="speech", widget="dropdown")
+    speed: float = option(1.0, "speaking rate (1: normal, 2: twice as fast)", group="speech", key="tts_speed",
+                          minimum=0.5, maximum=2.0, step=0.05, label="speaking speed")
+    pause: float = option(0.3, "silence between sentences (seconds)", group="speech", key="tts_pause",
+                          minimum=0.0, maximum=3.0, step=0.05, label="pause between sentences")
+
+    def __post_init__(self) -> None:
+        if self.text_file is not None:
+            self.text_file = Path(self.text_file)
+        check_fields(self)
+
+
+@dataclass
 class RunConfig:
     face: Path
     audio: Path
@@ -132,6 +156,7 @@ class RunConfig:
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     composite: CompositeOptions = field(default_factory=CompositeOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)  # mode "uhq": SD refinement of the mouth
+    speech: SpeechOptions = field(default_factory=SpeechOptions)  # text instead of audio (the CLI, UI, API)
     device: str = option("auto", "auto, cpu, cuda, cuda:N, mps", group="compute", ui=False, client=False)
     precision: str = option("auto", "generator precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16 "
                             "(not in fast mode)", group="compute", choices=PRECISIONS)
@@ -144,6 +169,8 @@ class RunConfig:
                                     group="compute", kind="path", null=None, ui=False, client=False)
     results_dir: Path = option(Path("results"), "where results go when no output is named", group="compute",
                                kind="path", ui=False, client=False, cli=None)
+    trust_torchscript: bool = option(False, "load TorchScript .pt checkpoints: they hold code, so only files you "
+                                     "trust", group="compute", ui=False, client=False)
     allow_download: bool = option(True, "download missing released checkpoints into the models folder",
                                   group="compute", cli="--download", client=False,
                                   label="download missing released checkpoints")

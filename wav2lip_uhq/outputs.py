@@ -70,7 +70,7 @@ def _try_reserve(path: Path) -> Path | None:
             marker.unlink(missing_ok=True)
             continue
         except OSError as exc:
-            raise OutputError(f"{path.parent}: cannot write there ({exc.strerror or exc})") from None
+            raise OutputError(f"{path.parent}: output folder is not writable ({exc.strerror or exc})") from None
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         return marker

@@ -27,11 +27,12 @@ import numpy as np
 from ..compositing import BlendOptions, make_compositor
 from ..config import RunConfig
 from ..devices import cpu_has_native_bf16, resolve_device, resolve_precision
-from ..errors import InputError, NoFaceError, OutputError, Wav2LipUHQError
+from ..errors import InputError, NoFaceError, Wav2LipUHQError
 from ..faces.stream import FaceTrackStream
 from ..generators import Generator
 from ..masks import MaskOptions
-from ..video import iter_frames, probe, unique_output_path
+from ..outputs import reserve_output
+from ..video import iter_frames, probe
 from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
 from .model_bank import ModelBank, PipelineModels
@@ -159,11 +160,14 @@ class LipSyncPipeline:
         progress: ProgressFn | None = None,
         cancel: Callable[[], bool] | None = None,
     ) -> RunResult:
+        """Lip-sync ``config.face`` to ``config.audio``; the output's name is reserved before any
+        work starts (``outputs.reserve_output``) and the file appears there only when complete."""
+        with reserve_output(config) as out:
+            return self._run(config, out, progress or (lambda stage, done, total: None), cancel or (lambda: False))
+
+    def _run(self, config: RunConfig, out: Path, report: ProgressFn, cancelled: Callable[[], bool]) -> RunResult:
         t_start = time.perf_counter()
-        report = progress or (lambda stage, done, total: None)
-        cancelled = cancel or (lambda: False)
         device = self._device(config)
-        out = _output_path(config)
         preloaded = self.models.preload_generator(config, device) if self.generator_factory is None else None
 
         report("reading audio", 0, 1)
@@ -240,24 +244,6 @@ def _fraction(fps: float):
     from fractions import Fraction
 
     return Fraction(fps).limit_denominator(1001)
-
-
-def _output_path(config: RunConfig) -> Path:
-    out = config.out
-    if out is None:
-        suffix = ".mkv" if config.encode.lossless else ".mp4"
-        out = unique_output_path(config.face, config.audio, Path(config.results_dir), suffix)
-    out = Path(out)
-    if out.suffix == "":
-        raise OutputError(f"{out}: the output needs a file extension (.mp4, .mkv, .mov)")
-    if config.encode.lossless and out.suffix.lower() != ".mkv":
-        raise OutputError(f"{out}: lossless output is written as Matroska; use a .mkv name")
-    for src in (config.face, config.audio):
-        if src.exists() and out.exists() and out.resolve() == src.resolve():
-            raise OutputError(f"{out}: refusing to overwrite an input file")
-    if not out.parent.exists():
-        raise OutputError(f"{out.parent}: output folder does not exist")
-    return out
 
 
 def run(
