@@ -1,4 +1,4 @@
-"""Command line: ``wav2lip-uhq run | models | models download | app``.
+"""Command line: ``wav2lip-uhq run | batch | models | models download | app``.
 
 ``arguments``: the ``run`` options, generated from the option schema; ``commands``: what each
 command does. Nothing heavy is imported before the arguments have been validated.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import Wav2LipUHQError
 from .arguments import add_run_arguments, config_from_args
+from .batch import add_batch_arguments, cmd_batch
 from .commands import cmd_app, cmd_models, cmd_run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -28,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="lip-sync a face video/image to an audio file")
     add_run_arguments(r)
+
+    b = sub.add_parser("batch", help="many face/audio pairs from a manifest or two folders (resumable; "
+                       "--workers N, --ray ADDRESS)")
+    add_batch_arguments(b)
 
     m = sub.add_parser("models", help="list known checkpoints, or download one")
     m.add_argument("--models-dir", type=Path)
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    commands = {"run": cmd_run, "models": cmd_models, "app": cmd_app}
+    commands = {"run": cmd_run, "batch": cmd_batch, "models": cmd_models, "app": cmd_app}
     try:
         return commands[args.command](args)
     except (Wav2LipUHQError, ValueError) as exc:  # ValueError: invalid options from the config objects

@@ -57,14 +57,20 @@ def _argument(group, opt: Option) -> None:
                            help=f"same as {opt.flag} {const}")
 
 
+def add_option_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One argument group per option group, every option with a CLI flag (but the ``exclude`` keys):
+    shared by ``run`` and ``batch``."""
+    groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
+    for opt in registry().values():
+        if opt.flag is not None and opt.key not in exclude:
+            _argument(groups[opt.group], opt)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """``--face``, ``--audio`` and one argument group per option group."""
     parser.add_argument("--face", required=True, type=Path, help="video or image with a face")
     parser.add_argument("--audio", required=True, type=Path, help="any audio file FFmpeg reads (or a video's audio)")
-    groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
-    for opt in registry().values():
-        if opt.flag is not None:
-            _argument(groups[opt.group], opt)
+    add_option_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
