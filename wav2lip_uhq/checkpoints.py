@@ -150,8 +150,19 @@ def download(
     """
     if name not in KNOWN_CHECKPOINTS:
         raise CheckpointError(f"unknown checkpoint {name!r}; known: {', '.join(KNOWN_CHECKPOINTS)}")
-    ckpt = KNOWN_CHECKPOINTS[name]
-    dest = local_path(name, directory)
+    return fetch_verified(KNOWN_CHECKPOINTS[name], local_path(name, directory), progress, timeout)
+
+
+def fetch_verified(
+    ckpt: KnownCheckpoint,
+    dest: Path,
+    progress: Callable[[int, int], None] | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """``ckpt`` from its mirrors to ``dest``, verified as ``download`` does (also for files that are
+    not in ``KNOWN_CHECKPOINTS``, e.g. the neural voices of ``wav2lip_uhq.speech``)."""
+    name = ckpt.name
+    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in ckpt.urls:
@@ -160,7 +171,8 @@ def download(
             size, digest = _fetch(url, tmp, progress, timeout, _size_limit(ckpt))
             _verify(ckpt, size, digest)
             os.replace(tmp, dest)
-            log.info("downloaded %s to %s (%d bytes, SHA-256 verified)", name, dest, size)
+            log.info("downloaded %s to %s (%d bytes, %s)", name, dest, size,
+                     "SHA-256 verified" if ckpt.sha256 else "size checked, no published SHA-256")
             return dest
         except (OSError, urllib.error.URLError, CheckpointError) as exc:
             errors.append(f"{url}: {exc}")

@@ -29,6 +29,7 @@ GROUPS = {  # group -> title (CLI argument group, UI section)
     "compositing": "compositing (improved / enhanced / uhq)",
     "restoration": "restoration (enhanced)",
     "refinement": "refinement (uhq)",
+    "speech": "text to speech (instead of --audio)",
     "output": "output",
     "compute": "compute",
 }

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ class Job:
     result: Any = None  # RunResult on success
     error: BaseException | None = None
     settings_path: Path | None = None
+    speech_path: Path | None = None  # the spoken audio saved beside the result (text to speech)
     progress_log: list[tuple[str, int, int]] = field(default_factory=list)
     on_progress: Callable[[str, int, int], None] | None = None  # a host's progress display
 
@@ -193,6 +194,7 @@ class UIRunner:
                     job.settings_path = write_settings(config, job.result.output)
                 except OSError as exc:  # the video is there; the settings are a bonus
                     log.warning("could not save the settings next to %s: %s", job.result.output, exc)
+                job.speech_path = save_speech(config, job.result.output)
             except BaseException as exc:  # reported through the job, shown by the UI
                 job.error = exc
                 if not isinstance(exc, Exception):
@@ -214,6 +216,14 @@ class UIRunner:
         if job.error is not None:
             raise job.error
         return job
+
+    def speak(self, values: Mapping[str, Any], progress: Callable[[int, int], None] | None = None) -> Path | None:
+        """The WAV of the values' text to speech (in the cache), or None when they have no text.
+        Not under the job lock: speech runs on the CPU beside a lip-sync job."""
+        from .speech import options_from_values, speak_options
+
+        return speak_options(options_from_values(values), cache_dir=self.cache_dir, models_dir=self.models_dir,
+                             allow_download=bool(values.get("allow_download", True)), progress=progress)
 
     def preview(self, config: RunConfig, frame_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(result, overlay) of one frame, RGB uint8."""
@@ -276,6 +286,19 @@ def thumbnail(video: Path, cache_dir: Path | None, width: int = 256) -> Path | N
         return None
 
 
+def save_speech(config: RunConfig, output: Path) -> Path | None:
+    """A run from text: its spoken audio saved beside the result (``<result>.wav``); never fatal."""
+    if not (config.speech.text.strip() or config.speech.text_file):
+        return None
+    from .speech import save_beside
+
+    try:
+        return save_beside(config.audio, output)
+    except OSError as exc:  # the video is there; the audio is a bonus
+        log.warning("could not save the spoken audio next to %s: %s", output, exc)
+        return None
+
+
 def load_settings(output: str | Path) -> dict | None:
     """The settings saved next to a result, or None."""
     path = settings_path_for(Path(output))
@@ -290,6 +313,7 @@ __all__ = [
     "RunnerBusy",
     "UIRunner",
     "load_settings",
+    "save_speech",
     "settings_path_for",
     "thumbnail",
     "write_settings",

@@ -7,14 +7,15 @@ prefixed ``wav2lip_uhq_``. gradio is imported inside the functions, torch only w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import MODES
 from ..ui_runner import UIRunner
-from .compat import pass_audio_file_through
-from .form import SECTIONS, eid, section
+from .. import options
+from .compat import image_input_sources, pass_audio_file_through
+from .form import SECTIONS, eid, section, widget
 from .handlers import Handlers, mode_change
 from .values import DEFAULTS, FACE_TYPES, UI_KEYS, checkpoint_choices, visibility_for_mode
 
@@ -22,8 +23,11 @@ from .values import DEFAULTS, FACE_TYPES, UI_KEYS, checkpoint_choices, visibilit
 def _inputs_column(gr, d: Mapping[str, Any], comps: dict, runner: UIRunner):
     """Face, audio, mode and checkpoint: what every run needs. Returns the checkpoint refresh button."""
     comps["face"] = gr.File(label="Face: video or image", file_types=FACE_TYPES, elem_id=eid("face"))
+    comps["face_image"] = gr.Image(label="...or a picture: drop, paste or webcam (becomes the face)", type="pil",
+                                   elem_id=eid("face_image"), **image_input_sources())
     comps["audio"] = gr.Audio(label="Audio (speech)", type="filepath", elem_id=eid("audio"))
     pass_audio_file_through(comps["audio"])
+    _speech_box(gr, d, comps, runner)
     with gr.Row():
         comps["mode"] = gr.Dropdown(list(MODES), value=d["mode"], label="Mode", elem_id=eid("mode"))
         ckpts = checkpoint_choices(runner.models_dir)
@@ -34,6 +38,42 @@ def _inputs_column(gr, d: Mapping[str, Any], comps: dict, runner: UIRunner):
     comps["allow_download"] = gr.Checkbox(value=d["allow_download"], label="Download missing released checkpoints",
                                           elem_id=eid("allow_download"))
     return refresh
+
+
+def _speech_box(gr, d: Mapping[str, Any], comps: dict, runner: UIRunner) -> None:
+    """Text to speech: the text, engine, language, voice, speed and pause, and Speak, which puts the
+    spoken audio into the audio player (heard before the lip sync). A text replaces the audio."""
+    from .. import speech
+
+    engine = d["tts_engine"]
+    voice = d["voice"] or speech.default_voice(engine)
+    folder = runner.models_dir
+    lang = speech.language_of(engine, voice, folder)
+    with gr.Accordion("Text to speech (instead of an audio file)", open=False, elem_id=eid("speech_group")):
+        comps["text"] = widget(gr, options.get("text"), d["text"])
+        with gr.Row():
+            comps["tts_engine"] = widget(gr, options.get("tts_engine"), engine)
+            comps["tts_language"] = gr.Dropdown(speech.languages(engine, folder), value=lang, label="Language",
+                                                elem_id=eid("tts_language"))
+            comps["voice"] = gr.Dropdown([v for _, v in speech.voices_for(engine, lang, folder)], value=voice,
+                                         label="Voice", elem_id=eid("voice"))
+        with gr.Row():
+            comps["tts_speed"] = widget(gr, options.get("tts_speed"), d["tts_speed"])
+            comps["tts_pause"] = widget(gr, options.get("tts_pause"), d["tts_pause"])
+        comps["speak"] = gr.Button("Speak (hear it before the lip sync)", elem_id=eid("speak"))
+
+
+def _wire_speech(gr, comps: dict, h: Handlers, inputs: list) -> None:
+    def speak(*args, progress=gr.Progress()):  # noqa: B008 - gradio finds the tracker by this default
+        return h.speak(args, progress)
+
+    comps["speak"].click(speak, inputs=inputs, outputs=[comps["audio"]])
+    comps["tts_engine"].change(h.engine_change, inputs=[comps["tts_engine"], comps["voice"]],
+                               outputs=[comps["tts_language"], comps["voice"]])
+    comps["tts_language"].change(h.language_change,
+                                 inputs=[comps["tts_engine"], comps["tts_language"], comps["voice"]],
+                                 outputs=[comps["voice"]])
+    comps["face_image"].change(h.face_from_image, inputs=[comps["face_image"]], outputs=[comps["face"]])
 
 
 def _sections(gr, d: Mapping[str, Any], comps: dict, need_sd_checkpoint: bool) -> dict[str, Any]:
@@ -54,10 +94,13 @@ def build_ui(
     *,
     need_sd_checkpoint: bool = True,
     defaults: Mapping[str, Any] | None = None,
+    send_targets: Sequence[tuple[str, str]] = (),
 ):
     """The wav2lip-uhq UI as a ``gr.Blocks`` (the WebUI puts it in a tab, the app launches it).
 
     ``defaults`` overrides initial values by ``DEFAULTS`` key (the WebUI's settings: mode, detector).
+    ``send_targets`` ((tab name, title), ...): "Send frame to" buttons under the preview, which the
+    host wires to its tabs (the WebUI: img2img, Extras).
     """
     unknown = set(defaults or {}) - set(DEFAULTS)
     if unknown:
@@ -79,10 +122,17 @@ def build_ui(
                                                        label="Preview frame", elem_id=eid("preview_frame"))
                     preview_btn = gr.Button("Preview one frame", elem_id=eid("preview"))
                 with gr.Row():
-                    preview_img = gr.Image(label="Preview", type="numpy", interactive=False,
+                    # pil: a frame the WebUI's "Send to" buttons can hand to img2img / Extras
+                    preview_img = gr.Image(label="Preview", type="pil", interactive=False,
                                            elem_id=eid("preview_image"))
                     overlay_img = gr.Image(label="Mask and landmarks", type="numpy", interactive=False,
                                            elem_id=eid("preview_overlay"))
+                comps["preview_image"] = preview_img
+                if send_targets:
+                    with gr.Row():
+                        for target, title in send_targets:
+                            comps[f"send_to_{target}"] = gr.Button(f"Send frame to {title}", size="sm",
+                                                                   elem_id=eid(f"send_to_{target}"))
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id=eid("run"))
                     interrupt_btn = gr.Button("Interrupt", elem_id=eid("interrupt"))
@@ -102,6 +152,7 @@ def build_ui(
         assert not missing, missing
         inputs = [comps[k] for k in UI_KEYS]
         mode_groups = [groups["mask_group"], groups["restore_group"], groups["refine_group"]]
+        _wire_speech(gr, comps, h, inputs)
         comps["mode"].change(mode_change, inputs=[comps["mode"]], outputs=mode_groups)
         refresh_ckpt.click(h.refresh_checkpoints, inputs=[comps["checkpoint"]], outputs=[comps["checkpoint"]])
         preview_btn.click(h.preview, inputs=inputs, outputs=[preview_img, overlay_img])
@@ -148,6 +199,8 @@ def launch(
         server_port=port,
         share=share,
         # results and the gallery's thumbnails: the only files outside gradio's own folders it serves
-        allowed_paths=[str(runner.results_dir.resolve()), str(thumbnails.resolve())],
+        # (and the cache's spoken audio and face pictures, shown back in the audio and face inputs)
+        allowed_paths=[str(runner.results_dir.resolve()), str(thumbnails.resolve()),
+                       str((thumbnails.parent / "speech").resolve()), str((thumbnails.parent / "faces").resolve())],
         **extra,
     )

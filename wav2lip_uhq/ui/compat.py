@@ -44,3 +44,11 @@ def pass_audio_file_through(component) -> None:
         return str(path) if path else original(payload)
 
     component.preprocess = preprocess
+
+
+def image_input_sources() -> dict:
+    """``gr.Image`` keywords for a face picture: drop/upload and the webcam where the version can have
+    both (4.x+: ``sources``); gradio 3.x takes one ``source``, upload (drag and drop) there."""
+    if gradio_major() >= 4:
+        return {"sources": ["upload", "webcam", "clipboard"]}
+    return {"source": "upload"}

@@ -110,7 +110,9 @@ def element_ids() -> set[str]:
     """Every elem_id suffix the form can make (for the javascript's tooltips and the tests)."""
     ids = {"run", "interrupt", "preview", "preview_frame", "preview_image", "preview_overlay", "status",
            "result", "settings", "summary", "gallery", "recent", "recent_refresh", "checkpoint_refresh",
-           "face", "audio", *TOP_KEYS, *(s[0] for s in SECTIONS)}
+           "face", "audio", *TOP_KEYS, *(s[0] for s in SECTIONS),
+           # text to speech, the face picture, the WebUI's "Send frame to" buttons
+           "face_image", "speech_group", "tts_language", "speak", "send_to_img2img", "send_to_extras"}
     for opt in registry().values():
         if opt.ui:
             ids.update(opt.value_keys())

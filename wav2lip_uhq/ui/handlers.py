@@ -6,8 +6,34 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import Wav2LipUHQError
 from ..ui_runner import RunnerBusy, UIRunner, load_settings
 from .values import PREVIEW_FRAME, UI_KEYS, UIInputError, checkpoint_choices, config_from_ui, visibility_for_mode
+
+
+def save_face_image(image: Any, cache_dir: Path | None) -> Path:
+    """A PIL image or RGB array as ``<cache>/faces/<hash>.png`` (the same picture, the same file)."""
+    import hashlib
+
+    import numpy as np
+
+    from ..cache import default_cache_dir
+    from ..files import write_atomic
+
+    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if rgb.ndim == 2:
+        rgb = np.stack([rgb] * 3, axis=-1)
+    rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
+    digest = hashlib.sha256(rgb.tobytes() + repr(rgb.shape).encode()).hexdigest()[:24]
+    path = Path(cache_dir or default_cache_dir()) / "faces" / f"face_{digest}.png"
+    if not path.is_file():
+        import cv2
+
+        ok, data = cv2.imencode(".png", rgb[:, :, ::-1])
+        if not ok:
+            raise ValueError("the picture cannot be saved as PNG")
+        write_atomic(path, data.tobytes(), parents=True)
+    return path
 
 
 def message(exc: BaseException) -> str:
@@ -52,10 +78,61 @@ class Handlers:
     def config(self, args: Sequence[Any]):
         import gradio as gr
 
+        values = self.values(args)
         try:
-            return config_from_ui(self.values(args), need_sd_checkpoint=self.need_sd_checkpoint)
-        except UIInputError as exc:
+            spoken = self.runner.speak(values)  # text to speech: the text replaces the audio
+            if spoken is not None:
+                values["audio"] = str(spoken)
+            return config_from_ui(values, need_sd_checkpoint=self.need_sd_checkpoint)
+        except (UIInputError, Wav2LipUHQError) as exc:
             raise gr.Error(str(exc)) from None
+
+    # -- text to speech and the face picture -----------------------------------------------------
+    def speak(self, args: Sequence[Any], progress: Any = None) -> str:
+        """The Speak button: the text's audio for the audio player (played before any lip sync)."""
+        import gradio as gr
+
+        def download(done: int, total: int) -> None:
+            if progress is not None and total:
+                progress(done / total, desc=f"downloading the voice: {done >> 20} of {total >> 20} MiB")
+
+        try:
+            path = self.runner.speak(self.values(args), download)
+        except (ValueError, Wav2LipUHQError) as exc:
+            raise gr.Error(str(exc)) from None
+        if path is None:
+            raise gr.Error("Type the text to speak first.")
+        return str(path)
+
+    def engine_change(self, engine: str, voice: str):
+        """A new engine: its languages, and the voices of the current voice's language (or the default's)."""
+        import gradio as gr
+
+        from .. import speech
+
+        folder = self.runner.models_dir
+        if voice not in [v for _, v in speech.voices_for(engine, None, folder)]:
+            voice = speech.default_voice(engine)
+        lang = speech.language_of(engine, voice, folder)
+        return (gr.update(choices=speech.languages(engine, folder), value=lang),
+                gr.update(choices=[v for _, v in speech.voices_for(engine, lang, folder)], value=voice))
+
+    def language_change(self, engine: str, language: str, voice: str):
+        import gradio as gr
+
+        from .. import speech
+
+        ids = [v for _, v in speech.voices_for(engine, language, self.runner.models_dir)]
+        return gr.update(choices=ids, value=voice if voice in ids else (ids[0] if ids else None))
+
+    def face_from_image(self, image):
+        """A face given as a picture (dropped, pasted, from the webcam or sent from another tab):
+        saved as a PNG in the cache (named by its pixels) and handed to the face input."""
+        import gradio as gr
+
+        if image is None:
+            return gr.update()
+        return str(save_face_image(image, self.runner.cache_dir))
 
     def recent_choices(self) -> list[str]:
         return [str(p) for p in self.runner.recent_results()]
