@@ -188,3 +188,18 @@ def test_mismatched_shapes_explain_themselves(tmp_path, w2l_state):
     with pytest.raises(CheckpointError, match="looks like a wav2lip model but matches no known resolution"):
         load_model(path)
     assert zipfile.is_zipfile(path)
+
+
+def test_a_torchscript_generator_runs_only_with_trust_torchscript(tmp_path, w2l_state, astronaut_png, speech_short,
+                                                                  capsys):
+    from wav2lip_uhq.cli import main
+
+    ts = _torchscript(tmp_path / "Wav2Lip-SD-GAN.pt", w2l_state)
+    base = ["run", "--face", str(astronaut_png), "--audio", str(speech_short), "--checkpoint", str(ts),
+            "--mode", "fast", "--box", "80", "200", "170", "280", "--no-download", "-q",
+            "--cache-dir", str(tmp_path / "c")]
+    assert main([*base, "--out", str(tmp_path / "a.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "--trust-torchscript" in err and err.count("\n") == 1 and not (tmp_path / "a.mp4").exists()
+    assert main([*base, "--out", str(tmp_path / "b.mp4"), "--trust-torchscript"]) == 0
+    assert (tmp_path / "b.mp4").is_file()

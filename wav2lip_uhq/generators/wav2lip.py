@@ -56,15 +56,17 @@ class Wav2LipGenerator:
         self.img_size: int = model.img_size
 
     @classmethod
-    def load(cls, path: str | Path, device: str, precision: str = "fp32") -> Wav2LipGenerator:
-        """Weights-only loading of a released (or trained) checkpoint."""
+    def load(cls, path: str | Path, device: str, precision: str = "fp32",
+             trust_torchscript: bool = False) -> Wav2LipGenerator:
+        """Weights-only loading of a released (or trained) checkpoint; a TorchScript archive
+        (code) only when the user trusts it."""
         import torch
 
         from ..models import load_model
         from ..models.optimize import fold_batchnorm
 
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-        model = fold_batchnorm(load_model(path, device=device, kind="wav2lip")).to(dtype)
+        model = fold_batchnorm(load_model(path, device=device, kind="wav2lip", trust_torchscript=trust_torchscript)).to(dtype)
         if device == "cpu":
             model.to(memory_format=torch.channels_last)  # faster CPU convolutions (oneDNN)
         return cls(model, device)

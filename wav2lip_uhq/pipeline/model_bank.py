@@ -67,14 +67,16 @@ class PipelineModels:
         self.refiner_factory = refiner_factory
 
     # -- the generator ----------------------------------------------------------------------
-    def load_generator(self, path: Path, device: str, precision: str = "fp32") -> Generator:
+    def load_generator(self, path: Path, device: str, precision: str = "fp32",
+                       trust_torchscript: bool = False) -> Generator:
         key = ("generator", str(Path(path).resolve()), Path(path).stat().st_mtime, device, precision)
-        return self.bank.get(key, lambda: Wav2LipGenerator.load(path, device, precision))
+        return self.bank.get(key, lambda: Wav2LipGenerator.load(path, device, precision, trust_torchscript))
 
     def generator(self, config: RunConfig, device: str) -> Generator:
         """The generator ``config`` asks for (downloaded first if allowed and missing)."""
         ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
-        return self.load_generator(ckpt, device, resolve_precision(config.precision, device, config.mode))
+        precision = resolve_precision(config.precision, device, config.mode)
+        return self.load_generator(ckpt, device, precision, config.trust_torchscript)
 
     def preload_generator(self, config: RunConfig, device: str) -> Future | None:
         """Start loading a local generator checkpoint in the background (it overlaps audio decoding
@@ -86,7 +88,8 @@ class PipelineModels:
             return None
         loader = ThreadPoolExecutor(1, thread_name_prefix="wav2lip-uhq-load")
         future = loader.submit(
-            self.load_generator, path, device, resolve_precision(config.precision, device, config.mode)
+            self.load_generator, path, device, resolve_precision(config.precision, device, config.mode),
+            config.trust_torchscript,
         )
         loader.shutdown(wait=False)  # the thread ends when the load does
         return future
