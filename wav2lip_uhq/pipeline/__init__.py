@@ -37,6 +37,7 @@ from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
 from .model_bank import ModelBank, PipelineModels
 from .source import LOOP_CACHE_BYTES, FaceFrames, FaceTracking, loop_index, preprocess_frame, tracked_frames
+from .source import _check_box
 from .stages import Composite, FrameWork, Parse, Refine, Restore, Stage, Upscale  # noqa: F401 - FrameWork re-exported
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class LipSyncPipeline:
             raise InputError(f"{config.face}: no frame could be decoded")
         frame = preprocess_frame(frame, config.frames)
         frame.flags.writeable = False
+        _check_box(config, frame.shape[1], frame.shape[0])
         track = self._track(config, self.models.landmarks(config, device), frame.shape[1], frame.shape[0])
         track.add(self.models.detector(config, device).detect([np.ascontiguousarray(frame[:, :, ::-1])]), [frame])
         geo = next(track.ready(end=True))[1]

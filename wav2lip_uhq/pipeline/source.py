@@ -167,6 +167,8 @@ class FaceTracking:
 
     def __init__(self, config: RunConfig, info: MediaInfo, n_out: int, detector: Any, stream: FaceTrackStream):
         self.config, self.detector, self.stream = config, detector, stream
+        self.info = info
+        _check_box(config, stream.width, stream.height)
         self.batch_size = config.faces.batch_size
         self._det_key = self._lm_key = None
         self.cached_dets = self.cached_lms = None
@@ -183,6 +185,8 @@ class FaceTracking:
         fo, faces = self.config.frames, self.config.faces
         digest = file_digest(self.config.face)
         settings = {**self.detector.settings(), "resize": fo.resize_factor, "rotate": fo.rotate, "crop": list(fo.crop)}
+        if getattr(self.info, "is_vfr", False):  # frames read on a constant grid: another frame order
+            settings["grid_fps"] = self.info.fps
         if faces.box is None:
             self._det_key = self._det_cache.key(digest, settings)
             self.cached_dets = self._det_cache.load(self._det_key, need)
@@ -191,6 +195,16 @@ class FaceTracking:
             extra = {**lms.settings(), "face_index": faces.face_index, "pads": list(faces.pads)}
             self._lm_key = self._lm_cache.key(digest, {**settings, **extra})
             self.cached_lms = self._lm_cache.load(self._lm_key, need)
+
+    def _no_face_message(self, n_frames: int) -> str:
+        """Why no frame has the face asked for: none found, or not the N-th one."""
+        face, f = self.config.face, self.config.faces
+        most = max((len(np.asarray(d).reshape(-1, 5)) for d in self.stream.raw), default=0)
+        if f.box is None and most and f.face_index is not None and f.face_index >= most:
+            return (f"{face}: --face-index {f.face_index} asks for face {f.face_index + 1} from the left, but no "
+                    f"frame has more than {most} (use 0..{most - 1}, or -1 for the largest)")
+        return (f"{face}: no face found in any of its {n_frames} frames "
+                "(try --detector s3fd/dlib, --resize-factor, or a fixed --box)")
 
     @property
     def detection_cached(self) -> bool:
@@ -211,10 +225,7 @@ class FaceTracking:
     def finish(self, n_frames: int) -> None:
         """After the first pass: a video without any face is an error; new detections are cached."""
         if not any(g.valid for g in self.stream.final):
-            raise NoFaceError(
-                f"{self.config.face}: no face found in any of its {n_frames} frames "
-                "(try --detector s3fd/dlib, --resize-factor, or a fixed --box)"
-            )
+            raise NoFaceError(self._no_face_message(n_frames))
         if self.cached_dets is None and self._det_key is not None:
             self._det_cache.save(self._det_key, self.stream.raw)
         if self.cached_lms is None and self._lm_key is not None:
@@ -240,3 +251,14 @@ def tracked_frames(frames: FaceFrames, tracking: FaceTracking) -> Iterator[tuple
     tracking.finish(frames.count)
     for i, j, frame in frames.loops():
         yield frame, tracking.stream.geometry(j), i, j
+
+
+def _check_box(config: RunConfig, width: int, height: int) -> None:
+    """A fixed ``--box`` must lie inside the (preprocessed) frame: one line, not OpenCV's assertion."""
+    box = config.faces.box
+    if box is None:
+        return
+    top, bottom, left, right = box
+    if bottom > height or right > width:
+        raise InputError(f"{config.face}: --box {' '.join(map(str, box))} (top bottom left right) is outside the "
+                         f"{width}x{height} frame (after --resize-factor, --crop and --rotate)")

@@ -1,0 +1,30 @@
+"""Mistakes a user makes get one line that says what is wrong (not a traceback, not a wrong cause)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wav2lip_uhq.cli import main
+
+
+def _run(tmp_path, face, audio, ckpt, *extra):
+    return main(["run", "--face", str(face), "--audio", str(audio), "--checkpoint", str(ckpt), "--no-download",
+                 "-q", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o.mp4"), *extra])
+
+
+@pytest.mark.parametrize("mode", ["fast", "improved"])
+def test_a_box_outside_the_frame_says_so(tmp_path, astronaut_png, speech_short, w2l_checkpoint, capsys, mode):
+    code = _run(tmp_path, astronaut_png, speech_short, w2l_checkpoint, "--mode", mode, "--detector", "dlib",
+                "--box", "80", "900", "170", "280")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--box 80 900 170 280" in err and "outside the 512x512 frame" in err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_face_index_beyond_the_faces_found_says_so(tmp_path, astronaut_png, speech_short, w2l_checkpoint, capsys):
+    code = _run(tmp_path, astronaut_png, speech_short, w2l_checkpoint, "--mode", "fast", "--detector", "dlib",
+                "--face-index", "3")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--face-index 3" in err and "no frame has more than 1" in err and "no face found" not in err
