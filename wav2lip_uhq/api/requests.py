@@ -153,6 +153,22 @@ def _model_setting(key: str, value: Any) -> Any:
     return safe_name(value, f"settings.{key}")
 
 
+def _audio_or_speech(payload: Mapping, settings: Mapping, values: dict, policy: ApiPolicy, runner: UIRunner,
+                     job_dir: Path) -> Path:
+    """The request's audio, or ``settings.text`` spoken (text to speech) into a cached WAV."""
+    from ..errors import Wav2LipUHQError
+
+    text = settings.get("text")
+    if not (isinstance(text, str) and text.strip()):
+        return _media(payload.get("audio"), policy, job_dir, "audio", AUDIO_TYPES)
+    if payload.get("audio") is not None:
+        raise ApiError(400, "give audio or settings.text, not both")
+    try:
+        return runner.speak(values)  # downloads a voice only where the server allows downloads
+    except (ValueError, Wav2LipUHQError) as exc:
+        raise ApiError(422, f"settings.text: {exc}") from None
+
+
 def parse_request(payload: Any, policy: ApiPolicy, runner: UIRunner, job_id: str,
                   need_sd_checkpoint: bool = True) -> RunConfig:
     """The ``RunConfig`` for one ``/run`` request, or ``ApiError`` (4xx) saying what is wrong."""
@@ -185,7 +201,7 @@ def parse_request(payload: Any, policy: ApiPolicy, runner: UIRunner, job_id: str
     job_dir = policy.uploads_dir / job_id
     try:
         values["face"] = _media(payload.get("face"), policy, job_dir, "face", tuple(FACE_TYPES))
-        values["audio"] = _media(payload.get("audio"), policy, job_dir, "audio", AUDIO_TYPES)
+        values["audio"] = _audio_or_speech(payload, settings, values, policy, runner, job_dir)
         if payload.get("output_name") is not None:
             name = safe_name(payload["output_name"], "output_name")
             if not name.lower().endswith(".mp4"):
@@ -219,11 +235,12 @@ def schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "POST /run request",
         "type": "object",
-        "required": ["face", "audio"],
+        "required": ["face"],  # and audio, unless settings.text is spoken instead
         "additionalProperties": False,
         "properties": {
             "face": {**media, "description": f"video or image ({', '.join(FACE_TYPES)})"},
-            "audio": {**media, "description": f"speech ({', '.join(AUDIO_TYPES)})"},
+            "audio": {**media, "description": f"speech ({', '.join(AUDIO_TYPES)}); or give settings.text "
+                                              "to have it spoken (text to speech)"},
             "settings": settings,
             "output_name": {"type": "string", "description": "file name for the result in the results folder"},
             "wait": {"type": "boolean", "default": False, "description": "answer when the job has finished"},

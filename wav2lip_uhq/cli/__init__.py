@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import Wav2LipUHQError
 from .arguments import add_run_arguments, config_from_args
 from .batch import add_batch_arguments, cmd_batch
-from .commands import cmd_app, cmd_models, cmd_run
+from .commands import cmd_app, cmd_models, cmd_run, cmd_voices
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = msub.add_parser("download", help="download a released checkpoint into the models folder")
     d.add_argument("name")
     d.add_argument("--models-dir", type=Path, dest="models_dir_dl")
+
+    v = sub.add_parser("voices", help="list the text-to-speech voices (for run --voice), by language")
+    v.add_argument("--tts-engine", choices=("espeak", "piper"), default="espeak", help="espeak (default) or piper")
+    v.add_argument("--language", help="only this language (en, de, fr...)")
+    v.add_argument("--models-dir", type=Path, help="models folder (Piper voices put there by hand)")
 
     a = sub.add_parser("app", help='the standalone web app (needs gradio: pip install "wav2lip-uhq[ui]")')
     a.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 (default: 127.0.0.1 only)")
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    commands = {"run": cmd_run, "batch": cmd_batch, "models": cmd_models, "app": cmd_app}
+    commands = {"run": cmd_run, "batch": cmd_batch, "models": cmd_models, "app": cmd_app, "voices": cmd_voices}
     try:
         return commands[args.command](args)
     except (Wav2LipUHQError, ValueError) as exc:  # ValueError: invalid options from the config objects

@@ -69,7 +69,8 @@ def add_option_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """``--face``, ``--audio`` and one argument group per option group."""
     parser.add_argument("--face", required=True, type=Path, help="video or image with a face")
-    parser.add_argument("--audio", required=True, type=Path, help="any audio file FFmpeg reads (or a video's audio)")
+    parser.add_argument("--audio", type=Path, help="any audio file FFmpeg reads (or a video's audio); or speak "
+                        "--text / --text-file instead")
     add_option_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

@@ -63,10 +63,37 @@ def check_inputs(args) -> None:
             raise InputError(f"{path}: {what} file not found" if not path.exists() else f"{path}: not a file")
 
 
-def cmd_run(args) -> int:
-    from .arguments import config_from_args
+def speak_for_run(args) -> bool:
+    """``--text`` / ``--text-file``: speak the text into a cached WAV that becomes ``args.audio``.
+    True when the audio was spoken; exactly one of audio and text is required."""
+    from ..speech import options_from_values, speak_options, text_of
+    from .arguments import option_values
 
-    config = config_from_args(args)  # every option validated before anything heavy loads
+    values = option_values(args)
+    opts = options_from_values(values)
+    has_text = bool(opts.text.strip() or opts.text_file)
+    if args.audio is not None and has_text:
+        raise InputError("give --audio or --text / --text-file, not both")
+    if args.audio is not None:
+        return False
+    if not has_text:
+        raise InputError("give --audio, or --text / --text-file to speak")
+    if not text_of(opts):
+        raise InputError(f"{opts.text_file}: the text file is empty" if opts.text_file else "--text is empty")
+    args.audio = speak_options(opts, cache_dir=values.get("cache_dir"), models_dir=values.get("models_dir"),
+                               allow_download=values.get("allow_download", True),
+                               progress=_download_bar(args.quiet))
+    log.info("spoken audio: %s", args.audio)
+    return True
+
+
+def cmd_run(args) -> int:
+    from ..options import field_values
+    from .arguments import config_from_args, option_values
+
+    field_values(option_values(args))  # every option validated before anything is spoken or loaded
+    spoken = speak_for_run(args)
+    config = config_from_args(args)
     check_inputs(args)
     from ..outputs import check_output
 
@@ -89,7 +116,28 @@ def cmd_run(args) -> int:
     msg = f"wrote {result.output} ({result.frames} frames at {result.fps:g} fps, {result.timings['total']:.1f} s)"
     if result.frames_without_face:
         msg += f"; {result.frames_without_face} frames without a face were left unchanged"
+    if spoken:
+        from ..ui_runner import save_speech
+
+        saved = save_speech(config, result.output)
+        if saved is not None:
+            msg += f"; spoken audio saved as {saved}"
     print(msg)
+    return 0
+
+
+def cmd_voices(args) -> int:
+    """The voices of one engine, by language: the ids ``run --voice`` takes."""
+    from ..speech import default_voice, voice_list
+
+    default = default_voice(args.tts_engine)
+    rows = [(lang, vid, label) for lang, vid, label in voice_list(args.tts_engine, args.models_dir)
+            if not args.language or lang == args.language]
+    if not rows:
+        print(f"error: no {args.tts_engine} voice for language {args.language!r}", file=sys.stderr)
+        return 2
+    for lang, vid, label in rows:
+        print(f"{lang:<6} {vid:<26} {label.split(' — ', 1)[-1]}{'  (default)' if vid == default else ''}")
     return 0
 
 
