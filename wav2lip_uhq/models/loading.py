@@ -155,6 +155,13 @@ def detect_architecture(state: Mapping[str, torch.Tensor], path: str | Path = "<
     for arch in ARCHITECTURES:
         if _signature(arch) == have:
             return arch
+    from .musetalk import is_musetalk_unet
+
+    if is_musetalk_unet(have):
+        raise CheckpointError(
+            f"{path}: this is MuseTalk's UNet; give it as the generator checkpoint (its models folder or "
+            "musetalkV15/unet.pth, with sd-vae/ and whisper/ beside it)"
+        )
     for prefix, what in _FOREIGN.items():
         if any(k.startswith(prefix) for k in have):
             raise CheckpointError(f"{path}: this is {what}, not a Wav2Lip/SyncNet model")
@@ -170,6 +177,49 @@ def detect_architecture(state: Mapping[str, torch.Tensor], path: str | Path = "<
             f"{len(wrong)} with other shapes{', e.g. ' + wrong[0] if wrong else ''})"
         )
     raise CheckpointError(f"{path}: not a Wav2Lip-family checkpoint (keys like {sorted(have)[:3]})")
+
+
+def read_shapes(path: str | Path, trust_torchscript: bool = False) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of a checkpoint without reading its tensors where the format allows
+    (safetensors headers, memory-mapped zip checkpoints): kind detection of large files."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{path}: not a valid .safetensors file ({exc})") from exc
+    if path.is_file() and zipfile.is_zipfile(path) and not _is_torchscript(path):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - the full read below gives the precise message
+            obj = None
+        if obj is not None:
+            state = _unwrap(obj, path)
+            return {(k[7:] if k.startswith("module.") else k): tuple(v.shape) for k, v in state.items()}
+    return {k: tuple(v.shape) for k, v in read_state_dict(path, trust_torchscript).items()}
+
+
+def checkpoint_kind(path: str | Path, trust_torchscript: bool = False) -> str:
+    """What a generator checkpoint is, from its files' keys: "musetalk" (a MuseTalk models
+    folder, its UNet folder or UNet file) or the Wav2Lip family's kind ("wav2lip", ...)."""
+    from .musetalk import find_files, is_musetalk_unet, musetalk_root
+
+    path = Path(path)
+    if path.is_dir():
+        find_files(path)  # a clear message when a file is missing
+        return "musetalk"
+    shapes = read_shapes(path, trust_torchscript)
+    if is_musetalk_unet(shapes):
+        if musetalk_root(path) is None:
+            raise CheckpointError(
+                f"{path}: MuseTalk's UNet must sit in its models folder as musetalkV15/unet.pth "
+                "(or musetalk/pytorch_model.bin) with sd-vae/ and whisper/ beside it"
+            )
+        return "musetalk"
+    return detect_architecture({k: torch.empty(s, device="meta") for k, s in shapes.items()}, path).kind
 
 
 def load_model(
