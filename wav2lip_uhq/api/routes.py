@@ -194,6 +194,9 @@ def register_routes(app, runner: UIRunner, policy: ApiPolicy, *, prefix: str = A
 
     route("post", "/jobs/{job_id}/cancel", job_cancel, job_id=str)
     route("get", "/jobs/{job_id}/video", job_video, job_id=str)
+    from .batch import register_batch_routes  # POST /batch, GET /batches/{id}, cancel: the same guard
+
+    jobs.batches = register_batch_routes(route, runner, policy, jobs.new_id, read_body, need_sd_checkpoint, prefix)
     return jobs
 
 

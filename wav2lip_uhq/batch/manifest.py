@@ -212,7 +212,8 @@ def pair_folders(faces: str | Path, audios: str | Path) -> tuple[list[tuple[Path
         return [], [f"{faces}: no face videos or images ({', '.join(FACE_SUFFIXES)})"]
     if audios.is_file():
         return [(f, audios) for f in face_files], []
-    audio_files = _media(audios, AUDIO_SUFFIXES + (".mp4", ".mov", ".mkv", ".webm"))
+    same = faces.resolve() == audios.resolve()  # one folder holding both: videos are faces there
+    audio_files = _media(audios, AUDIO_SUFFIXES + (() if same else (".mp4", ".mov", ".mkv", ".webm")))
     by_stem = {a.stem: a for a in audio_files}
     pairs: list[tuple[Path, Path]] = []
     for face in face_files:

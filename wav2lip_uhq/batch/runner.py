@@ -119,7 +119,7 @@ def peak_rss_mb() -> float:
 
 def new_outcome(row: BatchRow) -> RowOutcome:
     c = row.config
-    return RowOutcome(row.index, row.where, str(c.face), str(c.audio), str(c.out))
+    return RowOutcome(row.index, row.where, str(c.face), str(c.audio), str(c.out) if c.out is not None else "")
 
 
 def execute_row(row: BatchRow, run: Callable, progress: Callable[[str, int, int], None] | None = None,
@@ -134,8 +134,10 @@ def execute_row(row: BatchRow, run: Callable, progress: Callable[[str, int, int]
         outcome.attempts += 1
         try:
             result = run(row.config, progress)  # the pipeline reserves the name and writes atomically
-            write_sidecar(row.config, Path(result.output), row.key)
+            if row.config.out is not None:  # a chosen name: resumable; a new name each time is not
+                write_sidecar(row.config, Path(result.output), row.key)
             outcome.status, outcome.error, outcome.frames = "done", None, int(result.frames)
+            outcome.out = str(result.output)
             break
         except Cancelled as exc:
             outcome.status, outcome.error = "cancelled", str(exc) or "cancelled"
@@ -248,8 +250,9 @@ class BatchRunner:
             outcome = new_outcome(row)
             self.summary.outcomes.append(outcome)
             row.key = row_key(row.config, digests)
-            found = finished_key(row.config.out)
-            if found == row.key:
+            if row.config.out is None:  # the name is chosen when it runs (the API without output_name)
+                pending.append(row)
+            elif finished_key(row.config.out) == row.key:
                 outcome.status = "skipped"
             elif Path(row.config.out).exists() and not row.config.overwrite:
                 outcome.status = "failed"
@@ -282,6 +285,9 @@ class BatchRunner:
             if pending:
                 self.backend.run(pending, self._report, self.retries)
         finally:
+            for outcome in self.summary.outcomes:
+                if outcome.status == "pending":  # the batch was stopped before these rows
+                    outcome.status, outcome.error = "cancelled", "not run: the batch was stopped"
             self.summary.finished = time.time()
             self.summary.write(self.summary_path)
         return self.summary
