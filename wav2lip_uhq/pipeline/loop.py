@@ -4,17 +4,19 @@ The generator runs one batch ahead in a worker thread: while it computes batch N
 calling thread runs the stages on batch N, encodes it and tracks the next frames (two cores
 busy instead of one waiting on the other). A batch ends at ``batch_size`` frames or at
 ``BATCH_FRAME_BYTES`` of frames, so two batches in flight cost the same memory at any
-resolution. Cancel is checked before each submit and after each result; the worker is shut
-down on every exit path.
+resolution. Cancel is checked before each submit, while waiting for each result and before
+each stage; on cancel the batch in the worker is abandoned, and the worker is shut down on
+every exit path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -137,11 +139,13 @@ class FrameLoop:
         self._prepared_bytes = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="wav2lip-uhq-generator")
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> FrameLoop:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, exc_type, *exc) -> None:
+        # On cancel or error the batch being generated is abandoned, not waited for: Interrupt
+        # stops within one generator batch (the worker ends on its own; its result is dropped).
+        self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def push(self, frame: np.ndarray, geometry: FaceGeometry, index: int, source_index: int) -> None:
         """Queue output frame ``index`` (``frame`` is only read, never written)."""
@@ -191,15 +195,24 @@ class FrameLoop:
                 self._prepared_bytes += size
         return hit
 
+    def _result(self, future: Future) -> np.ndarray:
+        """The generator's result, watching for cancel while it computes."""
+        while True:
+            try:
+                return future.result(timeout=0.05)
+            except FutureTimeout:
+                if self.cancelled():
+                    raise Cancelled("cancelled") from None
+
     def _finish(self, job: _Job) -> None:
         if job.work:
-            generated = job.future.result()
-            if self.cancelled():
-                raise Cancelled("cancelled")
+            generated = self._result(job.future)
             for item, face in zip(job.work, generated):
                 item.generated = face
             start, n = self.written, len(job.items)
             for stage in self.stages:
+                if self.cancelled():
+                    raise Cancelled("cancelled")
                 stage.process(job.work, lambda f, name=stage.name: self.report(name, start + round(f * n), self.n_out))
         for item in job.items:
             self.sink.write(item)
