@@ -67,7 +67,20 @@
         preview_frame: "Frame number to preview.",
         preview: "Process one frame with the current settings and show it with its mask and landmarks.",
         interrupt: "Stop the running job.",
-        recent: "Open an earlier result and its settings."
+        recent: "Open an earlier result and its settings.",
+        face_image: "A face picture: drop or paste it, take it with the webcam, or send it here from " +
+            "txt2img, img2img or Extras. It becomes the face input.",
+        text: "Text to speak instead of an audio file. Long text is split at sentence ends, with a pause " +
+            "after each sentence.",
+        tts_engine: "espeak: offline voice, built in. piper: natural neural voices, downloaded into the " +
+            "models folder on first use.",
+        tts_language: "Show the voices of this language.",
+        voice: "The voice that speaks the text.",
+        tts_speed: "Speaking rate: 1 is normal, 2 twice as fast.",
+        tts_pause: "Silence between sentences, in seconds.",
+        speak: "Speak the text now and put the audio into the audio player, to hear it before the lip sync.",
+        send_to_img2img: "Send the preview frame to img2img.",
+        send_to_extras: "Send the preview frame to Extras (upscaling, face restoration)."
     };
 
     function root() {
@@ -206,6 +219,21 @@
             document.addEventListener("DOMContentLoaded", applyTooltips);
         }
     }
+
+    // The WebUI's "Send to" buttons switch tabs by calling switch_to_<tab name>() (infotext_utils'
+    // connect_paste_params_buttons): the one global outside our prefix, named as that requires.
+    window.switch_to_wav2lip_uhq = function () {
+        var r = root();
+        var tabs = r && typeof r.querySelector === "function" ? r.querySelector("#tabs") : null;
+        var buttons = tabs && typeof tabs.querySelectorAll === "function" ? tabs.querySelectorAll("button") : [];
+        for (var i = 0; i < buttons.length; i++) {
+            if ((buttons[i].textContent || "").trim() === "Wav2Lip UHQ") {
+                buttons[i].click();
+                break;
+            }
+        }
+        return Array.prototype.slice.call(arguments);
+    };
 
     window.wav2lipUhq = {
         tips: TIPS,

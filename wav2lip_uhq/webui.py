@@ -292,8 +292,65 @@ def on_ui_tabs():
 
     h = host()
     h.refresh_paths()
-    demo = build_ui(h.runner, need_sd_checkpoint=False, defaults=h.ui_defaults())
+    demo = build_ui(h.runner, need_sd_checkpoint=False, defaults=h.ui_defaults(), send_targets=SEND_TARGETS)
+    try:
+        register_paste_targets(demo.wav2lip_uhq_components)
+    except Exception as exc:  # noqa: BLE001 - an unusual WebUI: the tab works without the Send buttons
+        log.warning("wav2lip-uhq: no Send to buttons: %s", exc)
     return [(demo, TAB_TITLE, TAB_ID)]
+
+
+# -- "Send to" buttons ---------------------------------------------------------------------------
+SEND_SOURCES = ("txt2img", "img2img", "extras")  # result galleries that get "Send to Wav2Lip UHQ"
+SEND_TARGETS = (("img2img", "img2img"), ("extras", "Extras"))  # where our preview frame can go
+_result_galleries: dict[str, Any] = {}
+
+
+def _copypaste():
+    """The WebUI's paste-button module (``infotext_utils`` since 1.7, ``generation_parameters_copypaste``
+    before)."""
+    try:
+        from modules import infotext_utils
+    except ImportError:
+        from modules import generation_parameters_copypaste as infotext_utils
+    return infotext_utils
+
+
+def register_paste_targets(comps: dict) -> None:
+    """Our tab as a paste destination (the face picture receives a sent image; the WebUI's JS calls
+    ``switch_to_wav2lip_uhq``), and our "Send frame to" buttons bound to img2img / Extras."""
+    cp = _copypaste()
+    cp.add_paste_fields(TAB_ID, comps["face_image"], [])
+    for target, _ in SEND_TARGETS:
+        cp.register_paste_params_button(cp.ParamBinding(
+            paste_button=comps[f"send_to_{target}"], tabname=target, source_image_component=comps["preview_image"]))
+
+
+def on_after_component(component, **kwargs) -> None:
+    """Adds "Send to Wav2Lip UHQ" beside "Send to extras" under the txt2img, img2img and Extras
+    results: the WebUI makes each result gallery (``<tab>_gallery``) before its buttons, and this
+    runs inside the buttons' row, so the new button sits with them."""
+    elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+    for tab in SEND_SOURCES:
+        if elem_id == f"{tab}_gallery":
+            _result_galleries[tab] = component
+        elif elem_id == f"{tab}_send_to_extras" and tab in _result_galleries:
+            _send_button(tab, _result_galleries.pop(tab))
+
+
+def _send_button(tab: str, gallery) -> None:
+    cp = _copypaste()
+    try:
+        from modules.ui_components import ToolButton
+
+        button = ToolButton("\U0001f5e3\ufe0f", elem_id=f"{tab}_send_to_{TAB_ID}",
+                            tooltip=f"Send image to the {TAB_TITLE} tab (as the face).")
+    except (ImportError, NotImplementedError):  # WebUI < 1.6: a plain small button
+        import gradio as gr
+
+        button = gr.Button(f"Send to {TAB_TITLE}", size="sm", elem_id=f"{tab}_send_to_{TAB_ID}")
+    cp.register_paste_params_button(cp.ParamBinding(paste_button=button, tabname=TAB_ID,
+                                                    source_image_component=gallery))
 
 
 def api_jobs_enabled(demo) -> bool:
@@ -334,6 +391,7 @@ def register() -> None:
     except Exception as exc:  # noqa: BLE001 - an unusual WebUI: models are then released only by the setting
         log.warning("wav2lip-uhq: cannot follow the WebUI's model unload: %s", exc)
     script_callbacks.on_ui_tabs(on_ui_tabs, name="wav2lip_uhq_tab")
+    script_callbacks.on_after_component(on_after_component, name="wav2lip_uhq_send_to")
     script_callbacks.on_app_started(on_app_started, name="wav2lip_uhq_api")
 
 

@@ -132,7 +132,7 @@ def install(monkeypatch, *, forge: bool = False, controlnet: bool = True, sd_mod
     mods = {name: importlib.import_module(f"modules.{name}") for name in (
         "shared", "shared_cmd_options", "options", "shared_state", "paths", "devices", "errors", "script_callbacks", "call_queue",
         "sd_models", "sd_samplers", "extensions", "images", "scripts", "script_loading", "processing",
-        "ui_components")}
+        "ui_components", "infotext_utils")}
     if sd_schedulers:
         mods["sd_schedulers"] = importlib.import_module("modules.sd_schedulers")
     builtins = importlib.import_module("modules.processing_scripts.builtins")

@@ -134,7 +134,11 @@ def cmd_voices(args) -> int:
     rows = [(lang, vid, label) for lang, vid, label in voice_list(args.tts_engine, args.models_dir)
             if not args.language or lang == args.language]
     if not rows:
-        print(f"error: no {args.tts_engine} voice for language {args.language!r}", file=sys.stderr)
+        from ..speech import espeak
+
+        why = (' (the offline voice needs espeakng-loader: pip install "wav2lip-uhq[speech]")'
+               if args.tts_engine == "espeak" and not espeak.available() else "")
+        print(f"error: no {args.tts_engine} voice for language {args.language or 'any'!r}{why}", file=sys.stderr)
         return 2
     for lang, vid, label in rows:
         print(f"{lang:<6} {vid:<26} {label.split(' — ', 1)[-1]}{'  (default)' if vid == default else ''}")

@@ -44,6 +44,8 @@ def voice_list(engine: str, models_dir: str | Path | None = None) -> list[tuple[
         return sorted(out)
     if engine != "espeak":
         raise SpeechError(f"unknown voice engine {engine!r} (choose from {', '.join(ENGINES)})")
+    if not espeak.available():  # no list without the wheel; speaking says how to install it
+        return []
     return [(v.language, v.id, f"{v.id} — {v.name}") for v in espeak.voices()]
 
 

@@ -111,6 +111,24 @@ def image_saved_callback(params: ImageSaveParams):
             report_exception(c, 'image_saved_callback')
 
 
+def before_component_callback(component, **kwargs):
+    """Called by the WebUI before every gradio component it creates (its IOComponent init patch)."""
+    for c in _ordered('before_component'):
+        try:
+            c.callback(component, **kwargs)
+        except Exception:
+            report_exception(c, 'before_component_callback')
+
+
+def after_component_callback(component, **kwargs):
+    """Called right after every component is created, inside the same layout context."""
+    for c in _ordered('after_component'):
+        try:
+            c.callback(component, **kwargs)
+        except Exception:
+            report_exception(c, 'after_component_callback')
+
+
 def script_unloaded_callback():
     for c in reversed(_ordered('script_unloaded')):
         try:
