@@ -116,9 +116,26 @@ def test_manifest_rows_take_command_line_options_and_their_own_columns(tmp_path,
         read_manifest(dup, {}, tmp_path / "o")
     assert "line 3: out" in str(exc.value) and "also the output of" in str(exc.value)
     assert "line 4:" in str(exc.value) and ".avi" in str(exc.value)
-    text = write_csv(media / "tts.csv", ["face,text", "face.png,hello there"])
-    with pytest.raises(ManifestError, match="text-to-speech"):
-        read_manifest(text, {}, tmp_path / "o")
+
+
+def test_text_rows_are_spoken_once_every_row_is_valid(tmp_path, media):
+    base = {"cache_dir": str(tmp_path / "cache")}
+    bad = write_csv(media / "bad.csv", ["face,text,audio,crf", "face.png,Hello there.,,", "face.png,,,",
+                                        "face.png,Hi.,speech.wav,", "face.png,Fine.,,999"])
+    with pytest.raises(ManifestError) as exc:
+        read_manifest(bad, base, tmp_path / "o")
+    lines = str(exc.value).splitlines()
+    assert any("line 3: the 'audio' column is empty (or give text)" in x for x in lines)
+    assert any("line 4: give audio or text, not both" in x for x in lines)
+    assert any("line 5:" in x and "crf" in x.lower() for x in lines)
+    assert not (tmp_path / "cache" / "speech").exists()  # nothing spoken for a manifest that cannot run
+    good = write_csv(media / "tts.csv", ["face,text", "face.png,Hello there.", "face.png,Good morning."])
+    rows = read_manifest(good, base, tmp_path / "o")
+    audios = [r.config.audio for r in rows]
+    assert all(a.is_file() and a.parent == tmp_path / "cache" / "speech" for a in audios) and audios[0] != audios[1]
+    assert [r.config.out.name for r in rows] == [f"face_{a.stem[:10]}.mp4" for a in audios]
+    assert rows[0].config.speech.text == "Hello there."
+    assert [r.config.out for r in read_manifest(good, base, tmp_path / "o")] == [r.config.out for r in rows]
 
 
 def test_folders_pair_by_name_then_by_number(tmp_path):

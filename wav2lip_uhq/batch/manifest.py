@@ -2,10 +2,11 @@
 
 Every row is validated by the option schema (``options.config_from_values``, the path the CLI,
 the UI and the API use) before anything runs: one line per bad row, naming the file, the line and
-the option. Columns are ``face``, ``audio`` (``text`` is refused: there is no text-to-speech
-here), ``out`` and any ``run`` option by its long name without the dashes (``mask-feather`` or
-``mask_feather``; flat parts such as ``pad_top`` too). Options given to the command (the CLI's
-flags, the UI's settings) apply to every row; a row's own column wins.
+the option. Columns are ``face``, ``audio`` or ``text`` (or ``text-file``: spoken, once every row
+is valid, into a cached WAV that becomes the row's audio), ``out`` and any ``run`` option by its
+long name without the dashes (``mask-feather`` or ``mask_feather``; flat parts such as ``pad_top``
+too). Options given to the command (the CLI's flags, the UI's settings) apply to every row; a
+row's own column wins.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from ..options import OptionError, config_from_values, part_owner
 FACE_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".jpg", ".jpeg", ".png", ".webp",
                  ".bmp")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
-INPUT_COLUMNS = ("face", "audio", "text", "out")
+INPUT_COLUMNS = ("face", "audio", "out")
+TEXT_KEYS = ("text", "text_file")
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 LIST_KINDS = ("controlnets", "loras", "paths")
 MAX_PROBLEMS = 20  # lines printed for a bad manifest; the rest are counted
@@ -38,6 +40,8 @@ class BatchRow:
     where: str
     config: Any  # RunConfig
     key: str = ""  # the content key, filled in by the runner
+    values: dict | None = None  # a text row's option values, until its text is spoken
+    default_out: bool = False  # out chosen from the inputs' names (not a column)
 
 
 class ManifestError(InputError):
@@ -128,14 +132,18 @@ def build_row(index: int, where: str, record: Mapping[str, Any], base: Mapping[s
         if not allowed_column(key):
             raise ValueError(f"unknown column {column!r} (a run option by its long name, or face/audio/out)")
         values[key] = text_value(key, raw) if text_cells and isinstance(raw, str) else raw
-    if record.get("text") not in (None, "") and record.get("audio") in (None, ""):
-        raise ValueError("a 'text' row needs text-to-speech, which this install has not; give 'audio'")
-    for column in ("face", "audio"):
+    spoken = record.get("audio") in (None, "") and any(str(values.get(k) or "").strip() for k in TEXT_KEYS)
+    if record.get("audio") not in (None, "") and any(str(record.get(k) or "").strip() for k in TEXT_KEYS):
+        raise ValueError("give audio or text, not both")
+    for column in ("face",) if spoken else ("face", "audio"):
         if record.get(column) in (None, ""):
-            raise ValueError(f"the {column!r} column is empty")
-    face, audio = _resolve(root, record["face"]), _resolve(root, record["audio"])
+            raise ValueError(f"the {column!r} column is empty" + ("" if column == "face" else " (or give text)"))
+    if spoken and values.get("text_file"):
+        values["text_file"] = str(_resolve(root, values["text_file"]))
+    face = _resolve(root, record["face"])
+    audio = Path(f"{face.stem}_text.wav") if spoken else _resolve(root, record["audio"])  # spoken later
     for what, path in (("face", face), ("audio", audio)):
-        if not path.is_file():
+        if not path.is_file() and not (spoken and what == "audio"):
             raise ValueError(f"{what} file not found: {path}")
     config = config_from_values(values, face, audio)
     out = record.get("out")
@@ -146,7 +154,24 @@ def build_row(index: int, where: str, record: Mapping[str, Any], base: Mapping[s
     check_output_path(config.out, config.encode.lossless)
     if config.out.resolve() in (face.resolve(), audio.resolve()):
         raise ValueError(f"out {config.out} is one of the row's inputs")
-    return BatchRow(index, where, config)
+    return BatchRow(index, where, config, values=values if spoken else None, default_out=out in (None, ""))
+
+
+def speak_row(row: BatchRow) -> None:
+    """A text row's text spoken (cached by text and voice) into the WAV that becomes its audio;
+    a default output name takes the WAV's content key, so the same text finds its result again."""
+    from ..speech import options_from_values, speak_options
+
+    values = row.values or {}
+    c = row.config
+    wav = speak_options(options_from_values(values), cache_dir=c.cache_dir, models_dir=c.models_dir,
+                        allow_download=c.allow_download)
+    if wav is None:
+        raise ValueError("the text is empty")
+    c.audio = Path(wav)
+    if row.default_out:
+        c.out = Path(c.out).with_name(f"{c.face.stem}_{c.audio.stem[:10]}{Path(c.out).suffix}")
+    row.values = None
 
 
 def _check_unique(rows: list[BatchRow], problems: list[str]) -> None:
@@ -170,6 +195,12 @@ def _validated(items: Iterable[tuple[str, Mapping[str, Any], bool]], base: Mappi
             problems.append(f"{where}: {exc}")
     if not rows and not problems:
         problems.append(f"{source}: no rows")
+    for row in rows if not problems else ():  # spoken only once every row is valid
+        if row.values is not None:
+            try:
+                speak_row(row)
+            except (ValueError, Wav2LipUHQError) as exc:
+                problems.append(f"{row.where}: {exc}")
     _check_unique(rows, problems)
     if problems:
         raise ManifestError(problems)

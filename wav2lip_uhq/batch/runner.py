@@ -136,6 +136,7 @@ def execute_row(row: BatchRow, run: Callable, progress: Callable[[str, int, int]
             result = run(row.config, progress)  # the pipeline reserves the name and writes atomically
             if row.config.out is not None:  # a chosen name: resumable; a new name each time is not
                 write_sidecar(row.config, Path(result.output), row.key)
+            _save_speech(row.config, Path(result.output))
             outcome.status, outcome.error, outcome.frames = "done", None, int(result.frames)
             outcome.out = str(result.output)
             break
@@ -152,6 +153,15 @@ def execute_row(row: BatchRow, run: Callable, progress: Callable[[str, int, int]
     outcome.seconds = round(time.perf_counter() - t0, 3)
     outcome.worker_rss_mb = peak_rss_mb()
     return outcome
+
+
+def _save_speech(config, output: Path) -> None:
+    """A text row's spoken audio beside its result, as ``run --text`` leaves it."""
+    speech = getattr(config, "speech", None)
+    if speech is not None and (speech.text.strip() or speech.text_file):
+        from ..ui_runner import save_speech
+
+        save_speech(config, output)
 
 
 def _message(exc: BaseException) -> str:
