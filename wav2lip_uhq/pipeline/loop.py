@@ -138,6 +138,7 @@ class FrameLoop:
         self._prepared: dict[int, Any] = {}  # source index -> prepared input (worker thread only)
         self._prepared_bytes = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="wav2lip-uhq-generator")
+        self.report("lip-sync", 0, self.n_out)  # models are loaded: the status says so from here on
 
     def __enter__(self) -> FrameLoop:
         return self
@@ -204,6 +205,14 @@ class FrameLoop:
                 if self.cancelled():
                     raise Cancelled("cancelled") from None
 
+    def _stage_progress(self, name: str, start: int, n: int):
+        """A stage's progress as frames of the run; ``detail`` (e.g. ``crop 2/8``) joins the stage name."""
+
+        def progress(fraction: float, detail: str | None = None) -> None:
+            self.report(f"{name}, {detail}" if detail else name, start + round(fraction * n), self.n_out)
+
+        return progress
+
     def _finish(self, job: _Job) -> None:
         if job.work:
             generated = self._result(job.future)
@@ -213,7 +222,7 @@ class FrameLoop:
             for stage in self.stages:
                 if self.cancelled():
                     raise Cancelled("cancelled")
-                stage.process(job.work, lambda f, name=stage.name: self.report(name, start + round(f * n), self.n_out))
+                stage.process(job.work, self._stage_progress(stage.name, start, n))
         for item in job.items:
             self.sink.write(item)
             self.written += 1

@@ -21,7 +21,7 @@ from ..compositing import Compositor, Placement
 from ..faces.stream import FaceGeometry
 from ..patches import Patch
 
-Progress = Callable[[float], None]  # fraction of the batch done
+Progress = Callable[..., None]  # (fraction of the batch done, detail=None), e.g. (0.5, "crop 4/8")
 
 
 @dataclass(eq=False)
@@ -152,8 +152,10 @@ class Refine:
 
         done = [it for it in items if it.alpha is not None]
         jobs = [FrameJob(it.frame, it.alpha, it.roi, it.placement.landmarks, it.index) for it in done]
+        progress(0.0, "first crops")  # shown while the first crops diffuse
         patches = self.session.refine_patches(
-            jobs, [it.placement.box for it in done], lambda d, t: progress(d / max(t, 1)), self.cancelled
+            jobs, [it.placement.box for it in done],
+            lambda d, t: progress(d / max(t, 1), f"crop {d}/{t}"), self.cancelled,
         )
         for item, patch in zip(done, patches):
             item.apply(patch)
