@@ -55,7 +55,7 @@ class ApiJob:
             if job.result is not None:
                 r = job.result
                 out.update(output=str(r.output), frames=r.frames, fps=r.fps,
-                           frames_without_face=r.frames_without_face,
+                           frames_without_face=r.frames_without_face, notes=list(getattr(r, "notes", [])),
                            settings=str(job.settings_path) if job.settings_path else None)
         if self.error:
             out["error"] = self.error

@@ -123,6 +123,8 @@ def cmd_run(args) -> int:
         if saved is not None:
             msg += f"; spoken audio saved as {saved}"
     print(msg)
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -54,6 +54,7 @@ class RunResult:
     detection_cached: bool
     silent_frames: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the result's summary should tell the user
 
 
 class LipSyncPipeline:
@@ -206,7 +207,24 @@ class LipSyncPipeline:
         timings["total"] = time.perf_counter() - t_start
         if loop.no_face:
             log.warning("%d of %d frames had no face and were left unchanged", loop.no_face, audio.frames)
-        return RunResult(out, audio.frames, loop.no_face, fps, tracking.detection_cached, int(audio.silent.sum()), timings)
+        notes = _notes(config, info, encoder)
+        return RunResult(out, audio.frames, loop.no_face, fps, tracking.detection_cached, int(audio.silent.sum()),
+                         timings, notes)
+
+
+def _notes(config: RunConfig, info, encoder: Encoder) -> list[str]:
+    """Where the result differs from what a user would assume, in words for the summary."""
+    notes = []
+    if config.mode == "fast":
+        notes.append("fast mode keeps upstream's frame count (its last mel window ends before the audio does); "
+                     "the other modes cover the audio to its end")
+    if getattr(info, "is_vfr", False):
+        notes.append(f"the input has a variable frame rate: it was read at a constant {info.fps:g} fps by timestamp")
+    writer = encoder.writer
+    if getattr(writer, "padded", False):
+        (w, h), (pw, ph) = writer.source_size, (writer.width, writer.height)
+        notes.append(f"{w}x{h} was written as {pw}x{ph} (H.264 needs even sizes; .webm or --lossless keep it)")
+    return notes
 
 
 def _face_info(config: RunConfig):

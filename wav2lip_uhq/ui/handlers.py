@@ -45,11 +45,10 @@ def message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def summary(settings: dict | None, progress: str) -> str:
-    """The one-line result summary shown above the (folded) settings."""
-    if not settings:
-        return progress
-    return f"{progress} — mode {settings.get('mode', '?')}"
+def summary(settings: dict | None, progress: str, notes: Sequence[str] = ()) -> str:
+    """The result summary shown above the (folded) settings: one line, then any notes."""
+    line = progress if not settings else f"{progress} — mode {settings.get('mode', '?')}"
+    return "\n".join([line, *(f"note: {n}" for n in notes)])
 
 
 def mode_change(mode: str) -> tuple[dict, dict, dict]:
@@ -188,7 +187,7 @@ class Handlers:
         yield (
             job.progress_text(),
             out,
-            summary(settings, job.progress_text()),
+            summary(settings, job.progress_text(), getattr(job.result, "notes", ())),
             settings,
             gr.update(choices=self.recent_choices(), value=out),
             gr.update(value=self.gallery_items()),
