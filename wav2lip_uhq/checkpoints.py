@@ -113,6 +113,33 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
 }
 
 
+MUSETALK = "musetalk"  # the name of MuseTalk 1.5's files, in <models>/musetalk/ in its own layout
+_HF = "https://huggingface.co"
+# MuseTalk 1.5 and its components, from their public Hugging Face repos, into <models>/musetalk/ in
+# the layout MuseTalk's download script makes. No SHA-256 is published for these files (and none
+# could be checked here, offline): each is bounded by its released size instead.
+MUSETALK_FILES: tuple[KnownCheckpoint, ...] = tuple(
+    KnownCheckpoint(f"{MUSETALK}/{rel}", f"{MUSETALK}/{rel}", MUSETALK, what, (url,), lo, max_size=hi)
+    for rel, what, url, lo, hi in (
+        ("musetalkV15/unet.pth", "MuseTalk 1.5 UNet (commercial use allowed)",
+         f"{_HF}/TMElyralab/MuseTalk/resolve/main/musetalkV15/unet.pth", 3_000_000_000, 3_700_000_000),
+        ("musetalkV15/musetalk.json", "MuseTalk 1.5 UNet config",
+         f"{_HF}/TMElyralab/MuseTalk/resolve/main/musetalkV15/musetalk.json", 200, 20_000),
+        ("sd-vae/config.json", "sd-vae-ft-mse VAE config",
+         f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/main/config.json", 200, 20_000),
+        ("sd-vae/diffusion_pytorch_model.safetensors", "sd-vae-ft-mse VAE weights",
+         f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/main/diffusion_pytorch_model.safetensors",
+         300_000_000, 400_000_000),
+        ("whisper/config.json", "whisper-tiny config",
+         f"{_HF}/openai/whisper-tiny/resolve/main/config.json", 200, 100_000),
+        ("whisper/model.safetensors", "whisper-tiny weights",
+         f"{_HF}/openai/whisper-tiny/resolve/main/model.safetensors", 140_000_000, 170_000_000),
+        ("whisper/preprocessor_config.json", "whisper feature-extractor config",
+         f"{_HF}/openai/whisper-tiny/resolve/main/preprocessor_config.json", 200, 2_000_000),
+    )
+)
+
+
 def models_dir(explicit: str | Path | None = None) -> Path:
     if explicit:
         return Path(explicit).expanduser()
@@ -124,15 +151,45 @@ def models_dir(explicit: str | Path | None = None) -> Path:
 
 
 def local_path(name: str, directory: str | Path | None = None) -> Path:
-    return models_dir(directory) / KNOWN_CHECKPOINTS[name].filename
+    if name == MUSETALK:
+        return models_dir(directory) / MUSETALK
+    known = {c.name: c for c in MUSETALK_FILES}.get(name) or KNOWN_CHECKPOINTS[name]
+    return models_dir(directory) / known.filename
 
 
 def list_checkpoints(directory: str | Path | None = None) -> list[tuple[KnownCheckpoint, Path, bool]]:
-    """(checkpoint, where it is looked for, present) for every known checkpoint."""
+    """(checkpoint, where it is looked for, present) for every known checkpoint, then MuseTalk's
+    files (``musetalk/...``: where each goes in the models folder)."""
     return [
         (c, local_path(c.name, directory), local_path(c.name, directory).is_file())
-        for c in KNOWN_CHECKPOINTS.values()
+        for c in (*KNOWN_CHECKPOINTS.values(), *MUSETALK_FILES)
     ]
+
+
+def musetalk_folders(directory: str | Path | None = None) -> list[Path]:
+    """MuseTalk models folders in the models folder: the folder itself (a MuseTalk ``models/``
+    used as it is) and its subfolders (``musetalk/`` from ``models download musetalk``, or any
+    copy of MuseTalk's ``models/``)."""
+    from .musetalk_layout import musetalk_root
+
+    folder = models_dir(directory)
+    if not folder.is_dir():
+        return []
+    found = [folder] if musetalk_root(folder) == folder else []
+    return found + sorted(p for p in folder.iterdir() if p.is_dir() and musetalk_root(p) == p)
+
+
+def download_musetalk(
+    directory: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Fetch MuseTalk 1.5's files that are missing into ``<models>/musetalk`` (each verified
+    and renamed into place like any checkpoint); the folder."""
+    for ckpt in MUSETALK_FILES:
+        if not local_path(ckpt.name, directory).is_file():
+            fetch_verified(ckpt, local_path(ckpt.name, directory), progress, timeout)
+    return local_path(MUSETALK, directory)
 
 
 def download(
@@ -148,8 +205,11 @@ def download(
     announcing or sending more than the checkpoint's size limit is cut off at once. Nothing is
     left behind on failure.
     """
+    if name == MUSETALK:
+        return download_musetalk(directory, progress, timeout)
     if name not in KNOWN_CHECKPOINTS:
-        raise CheckpointError(f"unknown checkpoint {name!r}; known: {', '.join(KNOWN_CHECKPOINTS)}")
+        known = ", ".join([*KNOWN_CHECKPOINTS, MUSETALK])
+        raise CheckpointError(f"unknown checkpoint {name!r}; known: {known}")
     return fetch_verified(KNOWN_CHECKPOINTS[name], local_path(name, directory), progress, timeout)
 
 
@@ -227,12 +287,19 @@ def resolve_checkpoint(
 ) -> Path:
     """A path for ``checkpoint``: a file path, a known name, or None for the default
     (downloaded on first use when allowed)."""
-    if checkpoint is not None and str(checkpoint) not in KNOWN_CHECKPOINTS:
+    if checkpoint is not None and str(checkpoint) not in (*KNOWN_CHECKPOINTS, MUSETALK):
         path = Path(checkpoint).expanduser()
+        if path.is_dir():
+            from .musetalk_layout import find_files
+
+            find_files(path)  # a MuseTalk folder, or a message naming what is missing
+            return path
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint file not found")
         return path
     name = str(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    if name == MUSETALK:
+        return _resolve_musetalk(directory, allow_download, progress)
     path = local_path(name, directory)
     if path.is_file():
         return path
@@ -242,3 +309,26 @@ def resolve_checkpoint(
         )
     log.info("%s not found in %s; downloading it", name, path.parent)
     return download(name, directory, progress)
+
+
+def _resolve_musetalk(directory, allow_download: bool, progress) -> Path:
+    """``musetalk``: the first MuseTalk folder in the models folder (``musetalk/`` first), else
+    downloaded into ``<models>/musetalk`` when allowed."""
+    from .musetalk_layout import find_files
+
+    folders = musetalk_folders(directory)
+    own = local_path(MUSETALK, directory)
+    folders.sort(key=lambda p: p != own)
+    for folder in folders:
+        try:
+            find_files(folder)
+            return folder
+        except CheckpointError:
+            if not allow_download:
+                raise
+    if not allow_download:
+        raise CheckpointError(
+            f"{own}: MuseTalk is not in the models folder; run `wav2lip-uhq models download musetalk`"
+        )
+    log.info("MuseTalk not found in %s; downloading it", own.parent)
+    return download_musetalk(directory, progress)

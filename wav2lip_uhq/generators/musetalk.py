@@ -145,12 +145,13 @@ class MuseTalkGenerator:
         self._silence: np.ndarray | None = None
 
     @classmethod
-    def load(cls, path: str | Path, device: str, precision: str = "fp32", **run) -> MuseTalkGenerator:
+    def load(cls, path: str | Path, device: str, precision: str = "fp32", trust_torchscript: bool = False,
+             **run) -> MuseTalkGenerator:
         """The user's MuseTalk folder (or its unet.pth), weights-only."""
         import torch
 
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-        return cls(mt.load_networks(mt.find_files(path), device, dtype), **run)
+        return cls(mt.load_networks(mt.find_files(path), device, dtype, trust_torchscript), **run)
 
     def for_run(self, *, fast: bool, fixed_box: bool, cache_dir: str | Path | None = None) -> MuseTalkGenerator:
         """The same networks and latent store with one run's settings."""

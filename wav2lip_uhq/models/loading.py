@@ -188,7 +188,7 @@ def read_shapes(path: str | Path, trust_torchscript: bool = False) -> dict[str, 
 
         try:
             with safe_open(str(path), framework="pt") as fh:
-                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118 - not a dict
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"{path}: not a valid .safetensors file ({exc})") from exc
     if path.is_file() and zipfile.is_zipfile(path) and not _is_torchscript(path):
@@ -198,28 +198,31 @@ def read_shapes(path: str | Path, trust_torchscript: bool = False) -> dict[str, 
             obj = None
         if obj is not None:
             state = _unwrap(obj, path)
-            return {(k[7:] if k.startswith("module.") else k): tuple(v.shape) for k, v in state.items()}
+            return {k.removeprefix("module."): tuple(v.shape) for k, v in state.items()}
     return {k: tuple(v.shape) for k, v in read_state_dict(path, trust_torchscript).items()}
 
 
-def checkpoint_kind(path: str | Path, trust_torchscript: bool = False) -> str:
-    """What a generator checkpoint is, from its files' keys: "musetalk" (a MuseTalk models
-    folder, its UNet folder or UNet file) or the Wav2Lip family's kind ("wav2lip", ...)."""
+def generator_kind(path: str | Path) -> str:
+    """"musetalk" for a MuseTalk models folder, its UNet folder or a file whose keys are
+    MuseTalk's UNet; otherwise "wav2lip" (whose loader reports any problem with the file)."""
     from .musetalk import find_files, is_musetalk_unet, musetalk_root
 
     path = Path(path)
     if path.is_dir():
-        find_files(path)  # a clear message when a file is missing
+        find_files(path)  # a clear message naming a missing file
         return "musetalk"
-    shapes = read_shapes(path, trust_torchscript)
-    if is_musetalk_unet(shapes):
-        if musetalk_root(path) is None:
-            raise CheckpointError(
-                f"{path}: MuseTalk's UNet must sit in its models folder as musetalkV15/unet.pth "
-                "(or musetalk/pytorch_model.bin) with sd-vae/ and whisper/ beside it"
-            )
-        return "musetalk"
-    return detect_architecture({k: torch.empty(s, device="meta") for k, s in shapes.items()}, path).kind
+    try:
+        shapes = read_shapes(path)
+    except CheckpointError:  # unreadable, TorchScript, ...: the Wav2Lip loader says why
+        return "wav2lip"
+    if not is_musetalk_unet(shapes):
+        return "wav2lip"
+    if musetalk_root(path) is None:
+        raise CheckpointError(
+            f"{path}: MuseTalk's UNet must sit in its models folder as musetalkV15/unet.pth "
+            "(or musetalk/pytorch_model.bin) with sd-vae/ and whisper/ beside it"
+        )
+    return "musetalk"
 
 
 def load_model(

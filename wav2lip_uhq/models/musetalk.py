@@ -4,11 +4,7 @@ The three networks are built with diffusers (``UNet2DConditionModel``, ``Autoenc
 transformers (the ``WhisperModel`` encoder, ``WhisperFeatureExtractor``) from the configs in
 the user's folder; weights are read weights-only by ``loading.read_state_dict`` (never
 ``from_pretrained``, which unpickles ``.bin`` files fully on old transformers).
-
-Layout (MuseTalk's download script): ``<root>/musetalkV15/{unet.pth, musetalk.json}``
-(1.0: ``<root>/musetalk/{pytorch_model.bin, musetalk.json}``), ``<root>/sd-vae/{config.json,
-diffusion_pytorch_model.safetensors|.bin}``, ``<root>/whisper/{config.json,
-model.safetensors|pytorch_model.bin, preprocessor_config.json}``.
+The folder layout is ``musetalk_layout``'s (MuseTalk's download script's).
 
 Numerics (shared/docs/musetalk-facts.md): whisper-tiny hidden states (embedding + 4 layers)
 at 50 steps per second; per frame 10 steps of a zero-padded sequence (50 tokens of 384) plus
@@ -29,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..musetalk_layout import UNET_FOLDERS, MuseTalkFiles, find_files, musetalk_root  # noqa: F401 - re-exported
 from .loading import read_state_dict
 
 log = logging.getLogger(__name__)
@@ -48,99 +45,12 @@ UNET_CONFIG: dict = {
     "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
-UNET_FOLDERS = (("musetalkV15", "unet.pth", "1.5"), ("musetalk", "pytorch_model.bin", "1.0"))
-VAE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-WHISPER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # Foreign files recognised by their keys, for a message that says what was given instead.
 _FOREIGN = {
     "encoder.down_blocks.": "a VAE (it belongs in sd-vae/)",
     "encoder.conv1.": "a whisper model (it belongs in whisper/)",
     "model.encoder.conv1.": "a whisper model (it belongs in whisper/)",
 }
-
-
-@dataclass(frozen=True)
-class MuseTalkFiles:
-    """Where each of MuseTalk's files is; ``version`` is "1.5" or "1.0"."""
-
-    root: Path
-    unet: Path
-    unet_config: Path
-    vae_config: Path
-    vae_weights: Path
-    whisper_config: Path
-    whisper_weights: Path
-    whisper_preprocessor: Path
-    version: str
-
-    def stamp(self) -> tuple:
-        """(path, size, mtime) of every weight file: a model-bank and cache identity."""
-        return tuple((str(p), p.stat().st_size, p.stat().st_mtime) for p in (self.unet, self.vae_weights,
-                                                                            self.whisper_weights))
-
-
-def musetalk_root(path: str | Path) -> Path | None:
-    """The MuseTalk models folder that ``path`` names (the folder, its UNet folder or the UNet
-    file), or None when ``path`` is none of these."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        for folder, name, _ in UNET_FOLDERS:
-            if p.name == name and p.parent.name == folder:
-                return p.parent.parent
-        return None
-    if not p.is_dir():
-        return None
-    if any((p / folder).is_dir() for folder, _, _ in UNET_FOLDERS) and (p / "sd-vae").is_dir():
-        return p
-    for folder, name, _ in UNET_FOLDERS:
-        if p.name == folder and (p / name).is_file():
-            return p.parent
-    return None
-
-
-def find_files(path: str | Path) -> MuseTalkFiles:
-    """MuseTalk's files from its models folder, its UNet folder or the UNet file (siblings are
-    found from there); a missing file is named with where it belongs."""
-    p = Path(path).expanduser()
-    root = musetalk_root(p)
-    if root is None:
-        raise CheckpointError(
-            f"{p}: not a MuseTalk models folder (expected musetalkV15/unet.pth, sd-vae/ and whisper/ in it)"
-        )
-    if p.is_file():
-        unet, version = p, "1.5" if p.parent.name == "musetalkV15" else "1.0"
-    else:
-        unet, version = _pick_unet(root, p)
-    vae, whisper = root / "sd-vae", root / "whisper"
-    return MuseTalkFiles(
-        root=root, unet=unet, unet_config=_need(unet.parent / "musetalk.json"),
-        vae_config=_need(vae / "config.json"), vae_weights=_first(vae, VAE_WEIGHTS),
-        whisper_config=_need(whisper / "config.json"), whisper_weights=_first(whisper, WHISPER_WEIGHTS),
-        whisper_preprocessor=_need(whisper / "preprocessor_config.json"), version=version,
-    )
-
-
-def _pick_unet(root: Path, given: Path) -> tuple[Path, str]:
-    """1.5 unless the 1.0 folder itself was named (or is the only one there)."""
-    order = UNET_FOLDERS[::-1] if given.name == "musetalk" else UNET_FOLDERS
-    for folder, name, version in order:
-        if (root / folder / name).is_file():
-            return root / folder / name, version
-    folder, name, _ = order[0]
-    raise CheckpointError(f"{root / folder / name}: MuseTalk's UNet weights are missing")
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing from the MuseTalk models folder")
-    return path
-
-
-def _first(folder: Path, names: tuple[str, ...]) -> Path:
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    raise CheckpointError(f"{folder / names[0]}: missing from the MuseTalk models folder (or {names[1]})")
 
 
 def is_musetalk_unet(shapes: Mapping[str, tuple[int, ...]]) -> bool:
@@ -224,7 +134,7 @@ def whisper_encoder_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.
     """The encoder's entries of a whisper checkpoint (``model.`` of the generation model stripped)."""
     out = {}
     for k, v in state.items():
-        k = k[6:] if k.startswith("model.") else k
+        k = k.removeprefix("model.")
         if k.startswith("encoder."):
             out[k[8:]] = v
     return out
@@ -282,7 +192,7 @@ def whisper_steps(nets: MuseTalkNetworks, wav: np.ndarray, sample_rate: int = 16
         mel = nets.features(segments[i : i + batch], sampling_rate=sample_rate, return_tensors="np").input_features
         out.append(encode_mel(nets, mel))
     steps = np.concatenate(out).reshape(-1, *out[0].shape[2:])
-    return steps[: int(len(wav) / sample_rate * STEPS_PER_SECOND)]
+    return steps[: len(wav) * STEPS_PER_SECOND // sample_rate]
 
 
 def encode_mel(nets: MuseTalkNetworks, mel: np.ndarray) -> np.ndarray:
@@ -315,13 +225,14 @@ def frame_prompts(padded: np.ndarray, indices, fps: float) -> np.ndarray:
 
 
 def positional_encoding(length: int, d_model: int) -> np.ndarray:
-    """(length, d_model) float32: sin on even, cos on odd channels, 10000^(2i/d) periods."""
-    pos = np.arange(length, dtype=np.float32)[:, None]
-    div = np.exp(np.arange(0, d_model, 2, dtype=np.float32) * (-math.log(10000.0) / d_model))
-    pe = np.zeros((length, d_model), np.float32)
-    pe[:, 0::2] = np.sin(pos * div)
-    pe[:, 1::2] = np.cos(pos * div)
-    return pe
+    """(length, d_model) float32: sin on even, cos on odd channels, 10000^(2i/d) periods (in
+    torch's float32 arithmetic, as MuseTalk computes it: numpy's differs by ~1e-5)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(length, d_model)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)
+    return pe.numpy()
 
 
 # -- image ------------------------------------------------------------------------------------

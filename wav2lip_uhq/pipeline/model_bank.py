@@ -25,6 +25,28 @@ T = TypeVar("T")
 LANDMARK_MODES = ("improved", "enhanced", "uhq")  # the modes that composite through landmark masks
 
 
+def uses_musetalk(config: RunConfig) -> bool:
+    """MuseTalk's box comes from landmarks in every mode (unless ``--box`` fixes it)."""
+    if config.faces.box is not None or config.checkpoint is None:
+        return False
+    from ..musetalk_layout import musetalk_root
+
+    name = str(config.checkpoint)
+    return name == "musetalk" or musetalk_root(name) is not None
+
+
+def for_run(generator: Generator, config: RunConfig) -> Generator:
+    """A generator with one run's settings, where it has any (MuseTalk: ``fast`` is its own
+    reference behaviour, ``--box`` is the crop, latents cached in the cache folder)."""
+    view = getattr(generator, "for_run", None)
+    if view is None:
+        return generator
+    from ..cache import default_cache_dir
+
+    return view(fast=config.mode == "fast", fixed_box=config.faces.box is not None,
+                cache_dir=config.cache_dir or default_cache_dir())
+
+
 class ModelBank:
     """Keyed store of loaded models; ``key[0]`` is the kind."""
 
@@ -69,6 +91,15 @@ class PipelineModels:
     # -- the generator ----------------------------------------------------------------------
     def load_generator(self, path: Path, device: str, precision: str = "fp32",
                        trust_torchscript: bool = False) -> Generator:
+        """Wav2Lip or MuseTalk, by the checkpoint's keys (a folder is MuseTalk's)."""
+        from ..models.loading import generator_kind
+
+        if generator_kind(path) == "musetalk":
+            from ..generators.musetalk import MuseTalkGenerator
+            from ..musetalk_layout import find_files
+
+            key = ("generator", "musetalk", find_files(path).stamp(), device, precision)
+            return self.bank.get(key, lambda: MuseTalkGenerator.load(path, device, precision, trust_torchscript))
         key = ("generator", str(Path(path).resolve()), Path(path).stat().st_mtime, device, precision)
         return self.bank.get(key, lambda: Wav2LipGenerator.load(path, device, precision, trust_torchscript))
 
@@ -76,7 +107,7 @@ class PipelineModels:
         """The generator ``config`` asks for (downloaded first if allowed and missing)."""
         ckpt = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download)
         precision = resolve_precision(config.precision, device, config.mode)
-        return self.load_generator(ckpt, device, precision, config.trust_torchscript)
+        return for_run(self.load_generator(ckpt, device, precision, config.trust_torchscript), config)
 
     def preload_generator(self, config: RunConfig, device: str) -> Future | None:
         """Start loading a local generator checkpoint in the background (it overlaps audio decoding
@@ -87,9 +118,9 @@ class PipelineModels:
         except Exception:  # noqa: BLE001 - missing or not yet downloaded: the main path says why
             return None
         loader = ThreadPoolExecutor(1, thread_name_prefix="wav2lip-uhq-load")
+        precision = resolve_precision(config.precision, device, config.mode)
         future = loader.submit(
-            self.load_generator, path, device, resolve_precision(config.precision, device, config.mode),
-            config.trust_torchscript,
+            lambda: for_run(self.load_generator(path, device, precision, config.trust_torchscript), config)
         )
         loader.shutdown(wait=False)  # the thread ends when the load does
         return future
@@ -115,7 +146,7 @@ class PipelineModels:
         )
 
     def landmarks(self, config: RunConfig, device: str):
-        if config.mode not in LANDMARK_MODES and not config.composite.aligned:
+        if config.mode not in LANDMARK_MODES and not config.composite.aligned and not uses_musetalk(config):
             return None
         name = config.composite.landmarks
         if name == "auto":  # dlib needs no download; FAN goes with S3FD detection
