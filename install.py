@@ -42,6 +42,9 @@ REQUIREMENTS: list[tuple[str, str, str, str, str]] = [
     ("face_recognition_models", "face_recognition_models", "0.3", "", "dlib model files"),
     # 0.3.4: A1111 1.10 and Forge pin it (a WebUI pinning a version out of these bounds keeps it: main())
     ("spandrel", "spandrel", "0.3.4", "0.5", "face restoration and super-resolution (enhanced mode)"),
+    # a wheel of eSpeak NG's library and voice data, no dependencies: the offline text-to-speech voice
+    # (the neural Piper voices need onnxruntime, which may clash with a WebUI's onnxruntime-gpu: by hand)
+    ("espeakng-loader", "espeakng_loader", "0.2.4", "", "offline text to speech (eSpeak NG)"),
 ]
 
 # Packages that must not move: never installed, upgraded or replaced by this script, even as a
