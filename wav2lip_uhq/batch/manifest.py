@@ -121,9 +121,20 @@ def default_out(face: Path, audio: Path, out_dir: Path, lossless: bool) -> Path:
     return out_dir / f"{face.stem}_{audio.stem}{'.mkv' if lossless else '.mp4'}"
 
 
+def _check_confined(record: Mapping[str, Any]) -> None:
+    """Uploads only (the UI): an input is named by its file name, never a path on the server."""
+    for column in ("face", "audio", "text_file", "text-file"):
+        name = str(record.get(column) or "").strip()
+        if name and (Path(name).name != name or name in (".", "..")):
+            raise ValueError(f"{column} {name!r}: name one of the uploaded files (no folders)")
+
+
 def build_row(index: int, where: str, record: Mapping[str, Any], base: Mapping[str, Any], *,
-              root: Path, out_dir: Path, text_cells: bool = False) -> BatchRow:
-    """One validated row; ``ValueError`` with a message naming the column or option."""
+              root: Path, out_dir: Path, text_cells: bool = False, confined: bool = False) -> BatchRow:
+    """One validated row; ``ValueError`` with a message naming the column or option. ``confined``:
+    inputs must be files directly in ``root`` (and outputs inside ``out_dir``)."""
+    if confined:
+        _check_confined(record)
     values = dict(base)
     for column, raw in record.items():
         key = option_key(column)
@@ -152,6 +163,8 @@ def build_row(index: int, where: str, record: Mapping[str, Any], base: Mapping[s
     from ..video import check_output_path
 
     check_output_path(config.out, config.encode.lossless)
+    if confined and not config.out.resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"out {out}: outside the results folder")
     if config.out.resolve() in (face.resolve(), audio.resolve()):
         raise ValueError(f"out {config.out} is one of the row's inputs")
     return BatchRow(index, where, config, values=values if spoken else None, default_out=out in (None, ""))
@@ -184,13 +197,13 @@ def _check_unique(rows: list[BatchRow], problems: list[str]) -> None:
 
 
 def _validated(items: Iterable[tuple[str, Mapping[str, Any], bool]], base: Mapping[str, Any], root: Path,
-               out_dir: Path, source: str) -> list[BatchRow]:
+               out_dir: Path, source: str, confined: bool = False) -> list[BatchRow]:
     rows: list[BatchRow] = []
     problems: list[str] = []
     for where, record, text_cells in items:
         try:
             rows.append(build_row(len(rows), where, record, base, root=root, out_dir=out_dir,
-                                  text_cells=text_cells))
+                                  text_cells=text_cells, confined=confined))
         except (ValueError, Wav2LipUHQError) as exc:
             problems.append(f"{where}: {exc}")
     if not rows and not problems:
@@ -208,14 +221,17 @@ def _validated(items: Iterable[tuple[str, Mapping[str, Any], bool]], base: Mappi
 
 
 def read_manifest(path: str | Path, base: Mapping[str, Any] | None = None, out_dir: str | Path = "results",
-                  root: str | Path | None = None) -> list[BatchRow]:
+                  root: str | Path | None = None, confined: bool = False,
+                  name: str | None = None) -> list[BatchRow]:
     """The validated rows of a CSV/JSONL manifest; relative face/audio paths are read from the
-    manifest's folder (or ``root``), relative ``out`` names from ``out_dir``."""
+    manifest's folder (or ``root``), relative ``out`` names from ``out_dir``. ``confined`` (the
+    UI): only files directly in ``root`` and outputs inside ``out_dir``; ``name`` in messages."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: manifest not found")
-    items = ((f"{path}: line {n}", record, text) for n, record, text in _records(path))
-    return _validated(items, base or {}, Path(root) if root else path.parent, Path(out_dir), str(path))
+    label = name or str(path)
+    items = ((f"{label}: line {n}", record, text) for n, record, text in _records(path))
+    return _validated(items, base or {}, Path(root) if root else path.parent, Path(out_dir), label, confined)
 
 
 def _number(stem: str) -> str | None:

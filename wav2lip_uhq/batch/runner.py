@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -111,8 +110,12 @@ def write_sidecar(config, out: Path, key: str) -> None:
     write_atomic(sidecar_for(out), json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def peak_rss_mb() -> float:
+def peak_rss_mb() -> float | None:
     """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 

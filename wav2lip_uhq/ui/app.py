@@ -89,6 +89,31 @@ def _sections(gr, d: Mapping[str, Any], comps: dict, need_sd_checkpoint: bool) -
     return groups
 
 
+def _batch_section(gr, h: Handlers, comps: dict):
+    """Batch: uploaded faces + audios (paired by name or number) or a manifest naming them, every row
+    with the form's settings (``batch.ui``). Returns the function that wires it to the form's inputs,
+    and its handlers."""
+    from ..batch.ui import BatchHandlers
+
+    b = BatchHandlers(h)
+    with gr.Accordion("Batch: many faces and audios (results/batch/)", open=False, elem_id=eid("batch_group")):
+        comps["batch_files"] = gr.File(label="Faces and audios: a folder's files, paired by name or number",
+                                       file_count="multiple", elem_id=eid("batch_files"))
+        comps["batch_manifest"] = gr.File(label="Manifest (optional): CSV or JSONL naming the uploaded files",
+                                          file_types=[".csv", ".jsonl"], elem_id=eid("batch_manifest"))
+        with gr.Row():
+            run = gr.Button("Run batch", elem_id=eid("batch_run"))
+            stop = gr.Button("Stop batch", elem_id=eid("batch_stop"))
+        status = gr.Textbox(value="", label="Batch progress", interactive=False, elem_id=eid("batch_status"))
+        summary = gr.JSON(label="Batch summary", elem_id=eid("batch_summary"))
+
+    def wire(inputs: list) -> None:
+        run.click(b.run_batch, inputs=[comps["batch_files"], comps["batch_manifest"], *inputs], outputs=[status, summary])
+        stop.click(b.stop_batch, inputs=None, outputs=[status], queue=False)
+
+    return wire, b
+
+
 def build_ui(
     runner: UIRunner | None = None,
     *,
@@ -148,9 +173,11 @@ def build_ui(
                                          elem_id=eid("recent"))
                     refresh_recent = gr.Button("Refresh", elem_id=eid("recent_refresh"))
 
+        wire_batch, batch_handlers = _batch_section(gr, h, comps)
         missing = set(UI_KEYS) - set(comps)
         assert not missing, missing
         inputs = [comps[k] for k in UI_KEYS]
+        wire_batch(inputs)
         mode_groups = [groups["mask_group"], groups["restore_group"], groups["refine_group"]]
         _wire_speech(gr, comps, h, inputs)
         comps["mode"].change(mode_change, inputs=[comps["mode"]], outputs=mode_groups)
@@ -170,6 +197,7 @@ def build_ui(
         recent.change(h.recent, inputs=[recent], outputs=[result_video, settings_json])
 
     demo.wav2lip_uhq_components = comps  # for the WebUI glue and the tests
+    demo.wav2lip_uhq_batch = batch_handlers
     return demo
 
 

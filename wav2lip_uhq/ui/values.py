@@ -67,13 +67,13 @@ def parse_box(text: Any) -> tuple[int, int, int, int] | None:
 
 def resolve_checkpoint_choice(choice: Any, models_dir: Path | None) -> str | Path | None:
     """A known name stays a name (downloaded on first use); a file name is looked up in the models folder."""
-    from ..checkpoints import KNOWN_CHECKPOINTS
+    from ..checkpoints import KNOWN_CHECKPOINTS, MUSETALK
     from ..checkpoints import models_dir as default_models_dir
 
     if choice is None or choice == "":
         return None
     choice = str(choice)
-    if choice in KNOWN_CHECKPOINTS:
+    if choice in KNOWN_CHECKPOINTS or choice == MUSETALK:
         return choice
     path = Path(choice).expanduser()
     if not path.is_absolute() and not path.exists():
@@ -82,11 +82,14 @@ def resolve_checkpoint_choice(choice: Any, models_dir: Path | None) -> str | Pat
 
 
 def checkpoint_choices(models_dir: Path | None = None) -> list[str]:
-    """Generator checkpoints for the dropdown: the released names, then other files in the models folder."""
-    from ..checkpoints import KNOWN_CHECKPOINTS, list_checkpoints
+    """Generator checkpoints for the dropdown: the released names (MuseTalk's too), then MuseTalk
+    folders and other files in the models folder."""
+    from ..checkpoints import KNOWN_CHECKPOINTS, MUSETALK, list_checkpoints, musetalk_folders
     from ..checkpoints import models_dir as default_models_dir
 
-    names = [c.name for c, _, _ in list_checkpoints(models_dir) if c.kind == "wav2lip"]
+    names = [c.name for c, _, _ in list_checkpoints(models_dir) if c.kind == "wav2lip"] + [MUSETALK]
+    names += [p.name for p in musetalk_folders(models_dir)
+              if p != default_models_dir(models_dir) and p.name != MUSETALK]
     known_files = {c.filename for c in KNOWN_CHECKPOINTS.values()}
     folder = default_models_dir(models_dir)
     extra = []
@@ -122,15 +125,12 @@ def _inputs(values: Mapping[str, Any]) -> tuple[Path, Path]:
     return face, audio
 
 
-def config_from_ui(values: Mapping[str, Any], *, need_sd_checkpoint: bool = True):
-    """Map the UI's (or the API's) values to a ``RunConfig``; ``UIInputError`` says what is wrong.
+def option_values_from_ui(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The option values among the UI's (or the API's) values, as ``config_from_values`` takes them
+    (a checkpoint choice resolved, an emptied prompt box meaning the default): also the base of
+    every row of a batch started from the UI."""
+    from ..options import part_owner
 
-    Keys missing from ``values`` take the declared defaults. ``need_sd_checkpoint=False`` when the
-    host (the WebUI) supplies the Stable Diffusion model for ``uhq``.
-    """
-    from ..options import config_from_values, part_owner
-
-    face, audio = _inputs(values)
     known = {k: v for k, v in values.items() if part_owner(k) is not None}
     if "checkpoint" in known:
         known["checkpoint"] = resolve_checkpoint_choice(known["checkpoint"], file_path(values.get("models_dir")))
@@ -138,6 +138,19 @@ def config_from_ui(values: Mapping[str, Any], *, need_sd_checkpoint: bool = True
         known.pop("prompt")  # an emptied prompt box means the default prompt
     if known.get("negative_prompt") is None:
         known.pop("negative_prompt", None)
+    return known
+
+
+def config_from_ui(values: Mapping[str, Any], *, need_sd_checkpoint: bool = True):
+    """Map the UI's (or the API's) values to a ``RunConfig``; ``UIInputError`` says what is wrong.
+
+    Keys missing from ``values`` take the declared defaults. ``need_sd_checkpoint=False`` when the
+    host (the WebUI) supplies the Stable Diffusion model for ``uhq``.
+    """
+    from ..options import config_from_values
+
+    face, audio = _inputs(values)
+    known = option_values_from_ui(values)
     try:
         config = config_from_values(known, face, audio)
     except ValueError as exc:
@@ -155,6 +168,7 @@ __all__ = [
     "checkpoint_choices",
     "config_from_ui",
     "file_path",
+    "option_values_from_ui",
     "parse_box",
     "resolve_checkpoint_choice",
     "ui_defaults",
