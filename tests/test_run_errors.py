@@ -28,3 +28,31 @@ def test_a_face_index_beyond_the_faces_found_says_so(tmp_path, astronaut_png, sp
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "--face-index 3" in err and "no frame has more than 1" in err and "no face found" not in err
+
+
+def test_missing_models_are_named_together_with_the_offline_way(tmp_path, astronaut_png, speech_short, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    code = main(["run", "--face", str(astronaut_png), "--audio", str(speech_short), "--models-dir", str(models),
+                 "--no-download", "-q", "--out", str(tmp_path / "o.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    for name in ("wav2lip_gan.pth", "s3fd.pth", "2DFAN4"):
+        assert name in err
+    assert "models download wav2lip_gan s3fd fan" in err and "--detector dlib" in err
+
+
+def test_an_offline_download_names_everything_still_missing(tmp_path, astronaut_png, speech_short, capsys,
+                                                            monkeypatch):
+    import urllib.request
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    code = main(["run", "--face", str(astronaut_png), "--audio", str(speech_short), "--models-dir",
+                 str(tmp_path / "m"), "--mode", "enhanced", "-q", "--out", str(tmp_path / "o.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "could not download wav2lip_gan" in err and "GFPGANv1.4.pth" in err and "--detector dlib" in err
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--models-dir", type=Path)
     msub = m.add_subparsers(dest="models_command")
     d = msub.add_parser("download", help="download a released checkpoint into the models folder")
-    d.add_argument("name")
+    d.add_argument("names", nargs="+", metavar="NAME", help="one or more of the names `wav2lip-uhq models` lists")
     d.add_argument("--models-dir", type=Path, dest="models_dir_dl")
 
     v = sub.add_parser("voices", help="list the text-to-speech voices (for run --voice), by language")

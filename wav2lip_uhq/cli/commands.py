@@ -101,13 +101,9 @@ def cmd_run(args) -> int:
     from ..devices import check_device_name
 
     check_device_name(config.device)
-    from ..checkpoints import resolve_checkpoint
+    fetch_models(config, args.quiet)
     from ..pipeline import run
 
-    # Fetch the checkpoint before the run so its download gets its own progress bar.
-    config.checkpoint = resolve_checkpoint(
-        config.checkpoint, config.models_dir, config.allow_download, _download_bar(args.quiet)
-    )
     update, close = _progress_bar(args.quiet)
     try:
         result = run(config, progress=update)
@@ -147,13 +143,33 @@ def cmd_voices(args) -> int:
     return 0
 
 
+def fetch_models(config, quiet: bool) -> None:
+    """Every released model the run needs, present or downloaded now (each with its own progress
+    bar), so that a missing one is reported once with all the others, before any work starts."""
+    from ..checkpoints import download, resolve_checkpoint
+    from ..errors import CheckpointError
+    from ..model_needs import check_models_present, missing_checkpoints, missing_message
+
+    check_models_present(config)  # downloads off: one line naming every missing file
+    missing = missing_checkpoints(config)
+    for name, _ in missing:
+        try:
+            download(name, config.models_dir, _download_bar(quiet))
+        except CheckpointError as exc:
+            still = missing_checkpoints(config)
+            raise CheckpointError(missing_message(still, f"could not download {name} ({exc})")) from None
+    config.checkpoint = resolve_checkpoint(config.checkpoint, config.models_dir, config.allow_download,
+                                           _download_bar(quiet))
+
+
 def cmd_models(args) -> int:
     from ..checkpoints import download, list_checkpoints, models_dir
 
     if args.models_command == "download":
         directory = args.models_dir_dl or args.models_dir
-        path = download(args.name, directory, _download_bar(False))
-        print(f"downloaded {args.name} to {path}")
+        for name in args.names:
+            path = download(name, directory, _download_bar(False))
+            print(f"downloaded {name} to {path}")
         return 0
     directory = models_dir(args.models_dir)
     print(f"models folder: {directory}  (set with --models-dir or WAV2LIP_UHQ_MODELS)")
