@@ -58,6 +58,6 @@ def test_batch_manifest_names_uploads_and_bad_rows_stop_it_before_it_starts(tmp_
     assert "line 3: face '/etc/hostname': name one of the uploaded files" in str(exc.value)
     assert not (tmp_path / "res" / "batch").exists()
     manifest.write_text("face,audio,out,crf\nface.png,speech.wav,a.mp4,30\n")
-    text, summary = list(batch.run_batch(files, str(manifest), *form(w2l_checkpoint)))[-1]
+    summary = list(batch.run_batch(files, str(manifest), *form(w2l_checkpoint)))[-1][1]
     assert summary["done"] == 1 and (tmp_path / "res" / "batch" / "a.mp4").is_file()
     assert batch.stop_batch() == "no batch is running"

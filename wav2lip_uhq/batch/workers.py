@@ -81,6 +81,7 @@ class WorkerPool:
         self.workers = workers
         self.device = device
         self.name = f"workers:{workers}"
+        self.restarts = 0
 
     def _gpus(self) -> list[str]:
         return visible_gpus() if self.device in ("auto", "cuda") else []
@@ -150,5 +151,12 @@ class WorkerPool:
                     outcome.error = f"the worker process running it exited (code {p.exitcode})"
                     remaining.discard(index)
                     report(("finished", outcome))
-            if remaining:
+            self.restarts += 1
+            if self.restarts > self.workers + len(by_index):  # they die on start: give up on the rest
+                for index in sorted(remaining - {i for i in current.values() if i is not None}):
+                    outcome = new_outcome(by_index[index])
+                    outcome.status, outcome.error = "failed", f"batch workers keep exiting (code {p.exitcode})"
+                    remaining.discard(index)
+                    report(("finished", outcome))
+            elif remaining:
                 start(max(procs, default=-1) + 1 if procs else worker)
