@@ -56,3 +56,27 @@ def test_an_offline_download_names_everything_still_missing(tmp_path, astronaut_
     assert code == 2 and err.count("\n") == 1, err
     assert "could not download wav2lip_gan" in err and "GFPGANv1.4.pth" in err and "--detector dlib" in err
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, astronaut_png, speech_short,
+                                                                w2l_checkpoint, capsys, monkeypatch):
+    import errno
+
+    from wav2lip_uhq import video
+
+    real_write = video.VideoWriter.write
+    calls = []
+
+    def full(self, frame):  # the disk fills up after a few frames
+        calls.append(1)
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.tmp))
+        return real_write(self, frame)
+
+    monkeypatch.setattr(video.VideoWriter, "write", full)
+    code = _run(tmp_path, astronaut_png, speech_short, w2l_checkpoint, "--mode", "fast",
+                "--box", "80", "200", "170", "280")
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "No space left on device" in err, err
+    assert "o" in err and not (tmp_path / "o.mp4").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name or p.name.endswith(".reserved")]

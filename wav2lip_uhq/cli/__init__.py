@@ -81,6 +81,12 @@ def configure_process() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def os_error_message(exc: OSError) -> str:
+    """``<file>: <what went wrong>`` for an I/O error, without a traceback."""
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what}" if exc.filename else what
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_process()
     parser = build_parser()
@@ -94,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except (Wav2LipUHQError, ValueError) as exc:  # ValueError: invalid options from the config objects
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, a folder removed, a file vanished during the run: one line
+        print(f"error: {os_error_message(exc)}; no output written", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; no output written", file=sys.stderr)
         return 130

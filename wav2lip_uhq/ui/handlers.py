@@ -42,6 +42,8 @@ def message(exc: BaseException) -> str:
 
     if isinstance(exc, (Wav2LipUHQError, ValueError)):
         return str(exc)
+    if isinstance(exc, OSError):  # disk full, a vanished file: the file and what went wrong
+        return f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc.strerror or exc)
     return f"{type(exc).__name__}: {exc}"
 
 
