@@ -219,7 +219,7 @@ class MuseTalkGenerator:
     def _fill_latents(self, prepared: Sequence[MuseTalkInput]) -> None:
         todo: dict[str, list[MuseTalkInput]] = {}
         for p in prepared:
-            if p.latents is None:
+            if p.latents is None and p.digest not in todo:
                 p.latents = self.store.get(p.digest, self._disk)
             if p.latents is None:
                 todo.setdefault(p.digest, []).append(p)

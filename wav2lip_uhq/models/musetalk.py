@@ -154,7 +154,9 @@ class MuseTalkNetworks:
 
     def to(self, device: str, dtype: torch.dtype) -> MuseTalkNetworks:
         for m in (self.unet, self.vae, self.whisper):
-            m.to(device=device, dtype=dtype).eval()
+            m.to(device=device).eval()
+            if next(m.parameters()).dtype != dtype:
+                m.to(dtype=dtype)
         self.device, self.dtype = device, dtype
         return self
 
