@@ -287,12 +287,25 @@ def on_ui_settings() -> None:
         "jobs unless --api-auth is set)", section=section, restrict_api=True).needs_reload_ui())
 
 
+def controlnet_models(update: bool = False) -> list[str]:
+    """The ControlNet extension's model names (A1111's sd-webui-controlnet or Forge's), or none."""
+    from .refine.webui_backend import find_controlnet
+
+    try:
+        cn = find_controlnet()
+        return cn.models(update) if cn is not None else []
+    except Exception as exc:  # noqa: BLE001 - a broken extension must not break our tab
+        log.warning("could not list the ControlNet models: %s", exc)
+        return []
+
+
 def on_ui_tabs():
     from .ui import build_ui
 
     h = host()
     h.refresh_paths()
-    demo = build_ui(h.runner, need_sd_checkpoint=False, defaults=h.ui_defaults(), send_targets=SEND_TARGETS)
+    demo = build_ui(h.runner, need_sd_checkpoint=False, defaults=h.ui_defaults(), send_targets=SEND_TARGETS,
+                    controlnet_models=controlnet_models)
     try:
         register_paste_targets(demo.wav2lip_uhq_components)
     except Exception as exc:  # noqa: BLE001 - an unusual WebUI: the tab works without the Send buttons

@@ -7,7 +7,7 @@ prefixed ``wav2lip_uhq_``. gradio is imported inside the functions, torch only w
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +76,38 @@ def _wire_speech(gr, comps: dict, h: Handlers, inputs: list) -> None:
     comps["face_image"].change(h.face_from_image, inputs=[comps["face_image"]], outputs=[comps["face"]])
 
 
-def _sections(gr, d: Mapping[str, Any], comps: dict, need_sd_checkpoint: bool) -> dict[str, Any]:
+def _controlnet_dropdown(gr, models: Callable[[bool], list[str]]) -> Callable[[Any], Any]:
+    """The ControlNet model as a dropdown of the host's list (the WebUI's ControlNet models), with
+    a Refresh button that rescans it; empty: no ControlNet."""
+
+    def make(value):
+        choices = ["", *models(False)]
+        with gr.Row():
+            dropdown = gr.Dropdown(choices, value=value if value in choices else "", label="ControlNet model "
+                                   "(the ControlNet extension's list; empty: none)", elem_id=eid("controlnet"))
+            refresh = gr.Button("Refresh", elem_id=eid("controlnet_refresh"))
+
+        def on_refresh(current):
+            fresh = ["", *models(True)]
+            return gr.update(choices=fresh, value=current if current in fresh else "")
+
+        refresh.click(on_refresh, inputs=[dropdown], outputs=[dropdown])
+        return dropdown
+
+    return make
+
+
+def _sections(gr, d: Mapping[str, Any], comps: dict, need_sd_checkpoint: bool,
+              controlnet_models: Callable[[bool], list[str]] | None = None) -> dict[str, Any]:
     """The option sections as accordions; returns the accordions whose visibility follows the mode."""
     shown = visibility_for_mode(d["mode"])
     groups = {}
     hidden = () if need_sd_checkpoint else ("sd_checkpoint",)  # the WebUI refines with its loaded model
+    cn_widget = _controlnet_dropdown(gr, controlnet_models) if controlnet_models is not None else None
     for section_id, title, option_groups, vis in SECTIONS:
         visible = True if vis is None else shown[vis]
         with gr.Accordion(title, open=vis is not None, visible=visible, elem_id=eid(section_id)) as acc:
-            section(gr, option_groups, d, comps, hidden=hidden)
+            section(gr, option_groups, d, comps, hidden=hidden, controlnet_widget=cn_widget)
         groups[section_id] = acc
     return groups
 
@@ -120,12 +143,14 @@ def build_ui(
     need_sd_checkpoint: bool = True,
     defaults: Mapping[str, Any] | None = None,
     send_targets: Sequence[tuple[str, str]] = (),
+    controlnet_models: Callable[[bool], list[str]] | None = None,
 ):
     """The wav2lip-uhq UI as a ``gr.Blocks`` (the WebUI puts it in a tab, the app launches it).
 
     ``defaults`` overrides initial values by ``DEFAULTS`` key (the WebUI's settings: mode, detector).
     ``send_targets`` ((tab name, title), ...): "Send frame to" buttons under the preview, which the
-    host wires to its tabs (the WebUI: img2img, Extras).
+    host wires to its tabs (the WebUI: img2img, Extras). ``controlnet_models(update)``: the host's
+    ControlNet model names, shown as a dropdown instead of a free-text box.
     """
     unknown = set(defaults or {}) - set(DEFAULTS)
     if unknown:
@@ -140,7 +165,7 @@ def build_ui(
         with gr.Row():
             with gr.Column():
                 refresh_ckpt = _inputs_column(gr, d, comps, runner)
-                groups = _sections(gr, d, comps, need_sd_checkpoint)
+                groups = _sections(gr, d, comps, need_sd_checkpoint, controlnet_models)
             with gr.Column():
                 with gr.Row():
                     comps["preview_frame"] = gr.Number(value=d["preview_frame"], precision=0,
