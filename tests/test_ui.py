@@ -256,3 +256,13 @@ def test_app_command_launches_on_localhost(monkeypatch, tmp_path):
     assert seen["listen"] is False and seen["port"] == 7999 and seen["share"] is False
     assert seen["runner"].results_dir == tmp_path / "r"
     assert cli.main(["app", "--listen"]) == 0 and seen["listen"] is True
+
+
+def test_uploads_are_shown_by_their_file_names(tmp_path):
+    import tempfile
+
+    from wav2lip_uhq.ui_runner import shown_path
+
+    upload = Path(tempfile.gettempdir()) / "gradio" / "0a1b2c" / "my face.png"
+    assert shown_path(upload) == "my face.png"
+    assert shown_path("/srv/media/talk.mp4") == "/srv/media/talk.mp4"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import logging
 import threading
 import time
@@ -87,10 +88,30 @@ def settings_path_for(output: Path) -> Path:
     return Path(f"{output}.json")
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as the user knows it: an upload's copy in gradio's (or our API's) temporary folder
+    is shown by its file name, which gradio keeps from the user's file."""
+    import tempfile
+
+    p = Path(path)
+    temp_roots = [Path(tempfile.gettempdir()).resolve()]
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        temp_roots.append(Path(os.environ["GRADIO_TEMP_DIR"]).resolve())
+    try:
+        real = p.resolve()
+    except OSError:
+        return str(p)
+    if any(real.is_relative_to(root) for root in temp_roots) or "api-uploads" in real.parts:
+        return p.name
+    return str(p)
+
+
 def write_settings(config: RunConfig, output: Path) -> Path:
-    """Save ``config.to_dict()`` (with the real output path) next to ``output``, atomically."""
+    """Save ``config.to_dict()`` (with the real output path) next to ``output``, atomically;
+    uploaded inputs by their file names, not their temporary copies' paths."""
     data = config.to_dict()
     data["out"] = str(output)
+    data["face"], data["audio"] = shown_path(config.face), shown_path(config.audio)
     return write_atomic(settings_path_for(output), json.dumps(data, indent=2, sort_keys=True, default=str))
 
 

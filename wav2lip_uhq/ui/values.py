@@ -121,7 +121,9 @@ def _inputs(values: Mapping[str, Any]) -> tuple[Path, Path]:
         raise UIInputError("Add an audio file (speech).")
     for what, path in (("face", face), ("audio", audio)):
         if not path.is_file():
-            raise UIInputError(f"{what} file not found: {path}")
+            from ..ui_runner import shown_path
+
+            raise UIInputError(f"{what} file not found: {shown_path(path)}")
     return face, audio
 
 
