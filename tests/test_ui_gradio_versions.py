@@ -23,7 +23,7 @@ from test_app_browser import (
     check_mode_visibility,
     check_radio,
     error_toasts,
-    expect_error_toast,
+    expect_error_status,
     free_port,
     missing_extra,
     open_app,
@@ -126,7 +126,7 @@ def test_ui_in_browser_under_host_gradio(name, tmp_path, result_video, astronaut
         page_errors: list[str] = []
         page.on("pageerror", lambda exc: page_errors.append(str(exc)))
         open_app(page, url)
-        expect_error_toast(page, "Add a face video or image")
+        expect_error_status(page, "Add a face video or image")
         page.reload()
         open_app(page, url)
 

@@ -207,7 +207,7 @@ def build_ui(
         _wire_speech(gr, comps, h, inputs)
         comps["mode"].change(mode_change, inputs=[comps["mode"]], outputs=mode_groups)
         refresh_ckpt.click(h.refresh_checkpoints, inputs=[comps["checkpoint"]], outputs=[comps["checkpoint"]])
-        preview_btn.click(h.preview, inputs=inputs, outputs=[preview_img, overlay_img])
+        preview_btn.click(h.preview, inputs=inputs, outputs=[preview_img, overlay_img, status])
         run_btn.click(h.run, inputs=inputs, outputs=[status, result_video, summary, settings_json, recent, gallery])
         interrupt_btn.click(h.interrupt, inputs=None, outputs=[status], queue=False)
         refresh_recent.click(h.refresh_recent, inputs=[recent], outputs=[recent])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,8 @@ from typing import Any
 from ..errors import Wav2LipUHQError
 from ..ui_runner import RunnerBusy, UIRunner, load_settings
 from .values import PREVIEW_FRAME, UI_KEYS, UIInputError, checkpoint_choices, config_from_ui, visibility_for_mode
+
+log = logging.getLogger(__name__)
 
 
 def save_face_image(image: Any, cache_dir: Path | None) -> Path:
@@ -77,16 +81,12 @@ class Handlers:
         return {**dict(zip(UI_KEYS, args)), **self.runner.base_values()}
 
     def config(self, args: Sequence[Any]):
-        import gradio as gr
-
+        """The run's config; ``UIInputError``/``Wav2LipUHQError`` say what is wrong."""
         values = self.values(args)
-        try:
-            spoken = self.runner.speak(values)  # text to speech: the text replaces the audio
-            if spoken is not None:
-                values["audio"] = str(spoken)
-            return config_from_ui(values, need_sd_checkpoint=self.need_sd_checkpoint)
-        except (UIInputError, Wav2LipUHQError) as exc:
-            raise gr.Error(str(exc)) from None
+        spoken = self.runner.speak(values)  # text to speech: the text replaces the audio
+        if spoken is not None:
+            values["audio"] = str(spoken)
+        return config_from_ui(values, need_sd_checkpoint=self.need_sd_checkpoint)
 
     # -- text to speech and the face picture -----------------------------------------------------
     def speak(self, args: Sequence[Any], progress: Any = None) -> str:
@@ -150,37 +150,41 @@ class Handlers:
         return gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None))
 
     def preview(self, *args):
+        """(result, overlay, status): a failure is one line in the status, not an error on every
+        output (gradio 4 marks each output of a failed event), and one line in the console."""
         import gradio as gr
 
         from ..options import OptionError, coerce
 
-        config = self.config(args)
         try:
+            config = self.config(args)
             frame = coerce(PREVIEW_FRAME, self.values(args).get("preview_frame", 0))
-        except OptionError as exc:
-            raise gr.Error(str(exc)) from None
-        try:
-            return self.runner.preview(config, frame)
-        except RunnerBusy as exc:
-            raise gr.Error(str(exc)) from None
+            result, overlay = self.runner.preview(config, frame)
         except Exception as exc:  # noqa: BLE001 - any failure becomes one message
-            raise gr.Error(message(exc)) from None
+            text = message(exc) if not isinstance(exc, (OptionError, RunnerBusy)) else str(exc)
+            log.warning("wav2lip-uhq preview: %s", text)
+            log.debug("wav2lip-uhq preview", exc_info=True)
+            return gr.update(), gr.update(), f"error: {text}"
+        return result, overlay, f"preview of output frame {frame}"
 
     def run(self, *args) -> Iterator[tuple]:
-        """Progress while the job runs, then (status, video, summary, settings, recent, gallery)."""
+        """Progress while the job runs, then (status, video, summary, settings, recent, gallery).
+        A failure ends in the status (and one console line), never as an error on every output."""
         import gradio as gr
 
-        config = self.config(args)
-        try:
-            job = self.runner.start(config)
-        except RunnerBusy as exc:
-            raise gr.Error(str(exc)) from None
         unchanged = (gr.update(),) * 5
+        try:
+            job = self.runner.start(self.config(args))
+        except (UIInputError, Wav2LipUHQError, RunnerBusy, ValueError) as exc:
+            log.warning("wav2lip-uhq: %s", exc)
+            yield (f"error: {exc}", *unchanged)
+            return
         while not job.done.wait(0.5):
             yield (job.progress_text(), *unchanged)
         if job.error is not None and not job.cancelled:
-            yield (job.progress_text(), *unchanged)
-            raise gr.Error(message(job.error))
+            log.warning("wav2lip-uhq: %s", message(job.error))
+            yield (f"error: {message(job.error)}", *unchanged)
+            return
         if job.cancelled:
             yield (job.progress_text(), *unchanged)
             return
