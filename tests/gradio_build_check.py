@@ -45,6 +45,13 @@ KEY_COMPONENTS = {
     "mask_group": "accordion",
     "restore_group": "accordion",
     "refine_group": "accordion",
+    # text to speech and the face picture
+    "speech_group": "accordion",
+    "text": "textbox",
+    "tts_engine": "radio",
+    "voice": "dropdown",
+    "speak": "button",
+    "face_image": "image",
 }
 PREFIX = "wav2lip_uhq_"
 
@@ -72,6 +79,7 @@ class CopyPipeline:
             "mode": config.mode,
             "detector": config.faces.detector,
             "checkpoint": str(config.checkpoint),
+            "text": config.speech.text,
         }
         with self.calls.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -164,6 +172,10 @@ def build_check(root: Path, check_torch: bool = True) -> tuple[dict, object, obj
     assert len(run_deps) == 1, f"the Run button has {len(run_deps)} click events"
     outputs = list(run_deps[0]["outputs"])
     assert comps["result"]["id"] in outputs and comps["status"]["id"] in outputs, outputs
+    # Speak fills the audio player; a face picture becomes the face input
+    for source, event, target in (("speak", "click", "audio"), ("face_image", "change", "face")):
+        wired = [d for d in config["dependencies"] if (comps[source]["id"], event) in _triggers(d)]
+        assert [list(d["outputs"]) for d in wired] == [[comps[target]["id"]]], (source, wired)
 
     updates = {}
     for mode in ("fast", "uhq", "enhanced"):

@@ -223,8 +223,10 @@ def run_and_play(page, timeout_ms: int) -> dict:
     return state
 
 
-AUDIO_JS = """async (sel) => {
-  const a = document.querySelector(sel);
+HEARD_JS = f"""([audio, shown]) => document.querySelector(audio) ||
+  (document.querySelector(shown) && document.querySelector(shown).textContent.trim() !== "0:00") ||
+  [...document.querySelectorAll("{SHOWN_ERRORS}")].some(e => e.offsetParent !== null)"""
+AUDIO_JS = """async (a) => {
   if (a.readyState < 1) {
     await new Promise((ok, bad) => {
       a.addEventListener('loadedmetadata', ok, {once: true});
@@ -237,24 +239,27 @@ AUDIO_JS = """async (sel) => {
 
 def speak(page, text: str, timeout_ms: int = 60_000) -> dict:
     """Open "Text to speech", type ``text``, press Speak: the audio player gets the spoken audio
-    (gradio 3.41/4.x: an <audio>; 5+: a waveform player, whose file link is checked). Its state."""
+    (gradio 3.41: an <audio>, whose metadata is read; 4.x: a waveform player showing its length)."""
     page.click(f"{PREFIX}speech_group .label-wrap")
     page.fill(f"{PREFIX}text textarea", text)
     page.click(f"{PREFIX}speak")
-    audio = f"{PREFIX}audio audio[src]"
-    page.wait_for_function(WAIT_JS, arg=audio, timeout=timeout_ms, polling=250)
-    if page.locator(audio).count() == 0:
-        raise AssertionError(f"Speak ended in an error: {page.locator(SHOWN_ERRORS).all_inner_texts()}")
-    state = page.evaluate(AUDIO_JS, audio)
-    assert state["error"] is None and state["duration"] > 0.3, state
-    return state
+    audio, shown = f"{PREFIX}audio audio[src]", f"{PREFIX}audio time#duration"
+    page.wait_for_function(HEARD_JS, arg=[audio, shown], timeout=timeout_ms, polling=250)
+    if page.locator(audio).count():  # 3.41: an <audio> element
+        state = page.locator(audio).first.evaluate(AUDIO_JS)
+        assert state["error"] is None, state
+        return state
+    if page.locator(shown).count():  # 4.x: a waveform player that shows the duration as m:ss
+        minutes, seconds = page.inner_text(shown).split(":")
+        return {"duration": 60 * int(minutes) + int(seconds), "waveform": True}
+    raise AssertionError(f"Speak ended in an error: {page.locator(SHOWN_ERRORS).all_inner_texts()}")
 
 
 def drop_face_picture(page, picture: Path) -> None:
     """Give the face as a picture (what a drop, a paste, the webcam or a Send button does): the face
     file input then shows the saved PNG."""
     page.set_input_files(f"{PREFIX}face_image input[type=file]", str(picture))
-    page.locator(f"{PREFIX}face").filter(has_text=re.compile(r"face_[0-9a-f]+.*png")).first.wait_for(timeout=30_000)
+    page.locator(f"{PREFIX}face").filter(has_text=re.compile(r"face_[0-9a-f]+[\s\S]*png")).first.wait_for(timeout=30_000)
 
 
 # -- the standalone app with the real pipeline ------------------------------------------------------
