@@ -7,7 +7,7 @@ recorded in its ``.done.json`` so the train/val/test split is speaker-disjoint.
 layout     raw files                                            entry (folder/id)       speaker
 =========  ===================================================  =====================  ==========
 lrs2       ``main/<video>/<id>.mp4`` (pretrain likewise)        ``<video>/<id>``        source video
-folder     any nested folder of videos                          path without suffix     parent folder
+folder     any nested folder of videos                          path without suffix     top folder
 cmlr       ``video/<s>/<date>/<id>.mp4`` + ``audio/<s>/<date>   ``<s>/<date>_<id>``     ``<s>``
            /<id>.wav``
 grid       ``<s>/<id>.mpg`` (+ ``--audio-root`` ``<s>/<id>.wav``  ``<s>/<id>``          ``<s>``
@@ -51,11 +51,16 @@ def find_videos(root: str | Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def _folder(root: Path) -> list[Clip]:
+def _folder(root: Path, speaker_level: str) -> list[Clip]:
+    """``speaker_level`` "parent": the video's folder (LRS2: its source video); "top": the first folder
+    below the root (VoxCeleb ``id00012/...``, MEAD ``M003/...``); a flat folder: each video its own."""
     out = []
     for v in find_videos(root):
         rel = v.relative_to(root).with_suffix("")
-        speaker = rel.parent.as_posix() if rel.parent != Path(".") else rel.name
+        if rel.parent == Path("."):
+            speaker = rel.name
+        else:
+            speaker = rel.parent.as_posix() if speaker_level == "parent" else rel.parts[0]
         out.append(Clip(v, rel.as_posix(), speaker))
     return out
 
@@ -156,7 +161,7 @@ def list_clips(layout: str, data_root: str | Path, audio_root: str | Path | None
     if not root.is_dir():
         raise ValueError(f"{root}: no such folder (--data-root)")
     if layout in ("lrs2", "folder"):
-        clips = _folder(root)
+        clips = _folder(root, "parent" if layout == "lrs2" else "top")
     elif layout == "cmlr":
         clips = _cmlr(root)
     elif layout == "grid":
