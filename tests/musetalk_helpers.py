@@ -31,9 +31,9 @@ PREPROCESSOR = {
     "n_fft": 400, "n_samples": 480000, "nb_max_frames": 3000, "padding_side": "right", "padding_value": 0.0,
     "processor_class": "WhisperProcessor", "return_attention_mask": False, "sampling_rate": 16000,
 }
-TINY_UNET = {**mt.UNET_CONFIG, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1,
-             "norm_num_groups": 8, "attention_head_dim": 4}
-TINY_VAE = {**VAE_CONFIG, "block_out_channels": [16, 16, 16, 16], "layers_per_block": 1, "norm_num_groups": 8}
+TINY_UNET = {**mt.UNET_CONFIG, "block_out_channels": [16, 16, 16, 16], "layers_per_block": 1,
+             "norm_num_groups": 4, "attention_head_dim": 4}
+TINY_VAE = {**VAE_CONFIG, "block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4}
 TINY_WHISPER = {**WHISPER_CONFIG, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32, "encoder_layers": 4}
 
 

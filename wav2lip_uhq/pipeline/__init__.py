@@ -36,7 +36,9 @@ from ..video import iter_frames, probe
 from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
 from .model_bank import ModelBank, PipelineModels
-from .source import LOOP_CACHE_BYTES, FaceFrames, FaceTracking, loop_index, preprocess_frame, tracked_frames
+from .source import (
+    LOOP_CACHE_BYTES, FaceFrames, FaceTracking, loop_index, loop_mode, preprocess_frame, tracked_frames,
+)
 from .source import _check_box
 from .stages import Composite, FrameWork, Parse, Refine, Restore, Stage, Upscale  # noqa: F401 - FrameWork re-exported
 
@@ -134,7 +136,7 @@ class LipSyncPipeline:
         generator = self._generator(config, device)
         audio = frame_audio(*read_speech(config.audio), fps, generator, config)
         index = max(0, min(frame_index, audio.frames - 1))
-        src_index = _source_index(index, info, config.frames.loop)
+        src_index = _source_index(index, info, loop_mode(config))
         frame = None
         for frame in iter_frames(config.face, limit=src_index + 1):
             pass

@@ -25,9 +25,10 @@ T = TypeVar("T")
 LANDMARK_MODES = ("improved", "enhanced", "uhq")  # the modes that composite through landmark masks
 
 
-def uses_musetalk(config: RunConfig) -> bool:
-    """MuseTalk's box comes from landmarks in every mode (unless ``--box`` fixes it)."""
-    if config.faces.box is not None or config.checkpoint is None:
+def uses_musetalk(config: RunConfig, box_too: bool = False) -> bool:
+    """The run's generator is MuseTalk's, whose box comes from landmarks in every mode (so
+    False with ``--box``, which fixes the box, unless ``box_too``)."""
+    if (config.faces.box is not None and not box_too) or config.checkpoint is None:
         return False
     from ..musetalk_layout import musetalk_root
 

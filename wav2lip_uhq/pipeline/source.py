@@ -50,8 +50,19 @@ def preprocess_frame(frame: np.ndarray, opts: FrameOptions) -> np.ndarray:
     return frame
 
 
+def loop_mode(config: RunConfig) -> str:
+    """``config.frames.loop``, except MuseTalk's reference behaviour (``fast`` with a MuseTalk
+    checkpoint): its forward-then-backward cycle, both ends shown twice ("mirror")."""
+    from .model_bank import uses_musetalk
+
+    return "mirror" if config.mode == "fast" and uses_musetalk(config, box_too=True) else config.frames.loop
+
+
 def loop_index(i: int, n_frames: int, mode: str) -> int:
     """Input frame used for output frame ``i`` when the video is shorter than the audio."""
+    if mode == "mirror":
+        p = i % (2 * n_frames)
+        return p if p < n_frames else 2 * n_frames - 1 - p
     if mode == "pingpong" and n_frames > 1:
         period = 2 * n_frames - 2
         p = i % period
@@ -134,11 +145,11 @@ class FaceFrames:
 
     def loops(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """(output index, source index, frame) for the output frames after the first pass."""
-        n, mode = self.count, self.config.frames.loop
+        n, mode = self.count, loop_mode(self.config)
         if self.n_out <= n:
             return
-        if self._kept is None and mode == "pingpong":
-            log.warning("ping-pong looping needs the frames in memory; this video is too large, looping forward")
+        if self._kept is None and mode != "forward":
+            log.warning("%s looping needs the frames in memory; this video is too large, looping forward", mode)
             mode = "forward"
         i = n
         while i < self.n_out:
