@@ -361,9 +361,38 @@ def take_screenshots(out: Path) -> None:
             page.screenshot(path=str(out / "app.png"), full_page=True)
 
 
+def take_speech_screenshot(out: Path) -> None:
+    """speech.png: the inputs column after Speak, with the face given as a picture (offline voice)."""
+    import tempfile
+
+    import cv2
+    import skimage.data
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="w2l_shots_") as tmp_name, chromium_browser() as browser:
+        tmp = Path(tmp_name)
+        face = tmp / "astronaut.png"
+        cv2.imwrite(str(face), skimage.data.astronaut()[:, :, ::-1])
+        (tmp / "models").mkdir()
+        port = free_port()
+        cmd = [sys.executable, "-m", "wav2lip_uhq", "app", "--port", str(port), "--models-dir", str(tmp / "models"),
+               "--results-dir", str(tmp / "results"), "--cache-dir", str(tmp / "cache"), "--device", "cpu"]
+        with serve(cmd, port, tmp / "app.log", server_env(tmp), cwd=tmp) as url:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            open_app(page, url)
+            drop_face_picture(page, face)
+            speak(page, "Hello! I was a picture a minute ago. Now I can talk.")
+            page.screenshot(path=str(out / "speech.png"), full_page=True,
+                            clip={"x": 0, "y": 0, "width": 720, "height": 1450})
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--screenshots", type=Path, required=True, help="folder for the PNG files")
-    take_screenshots(parser.parse_args().screenshots)
+    parser.add_argument("--only-speech", action="store_true", help="only speech.png (text to speech)")
+    folder = parser.parse_args().screenshots
+    if not parser.parse_args().only_speech:
+        take_screenshots(folder)
+    take_speech_screenshot(folder)
