@@ -188,3 +188,19 @@ def test_two_worker_processes_share_the_rows(tmp_path, media, w2l_checkpoint):
     assert summary["backend"] == "workers:2" and summary["done"] == 3
     assert all((out_dir / f"r{i}.mp4").is_file() for i in range(3))
     assert all(r["worker_rss_mb"] > 50 and r["worker"].startswith("pid ") for r in summary["results"])
+
+
+def test_batch_arguments_that_cannot_work_are_one_line(tmp_path, media, monkeypatch, capsys):
+    import sys
+
+    manifest = write_csv(media / "rows.csv", ["face,audio", "face.png,speech.wav"])
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["batch", str(manifest), "--ray", "auto", "--out-dir", str(tmp_path / "o")]) == 2
+    assert 'pip install "wav2lip-uhq[ray]"' in capsys.readouterr().err
+    assert main(["batch", str(manifest), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert main(["batch", "--faces", str(media)]) == 2
+    assert "--faces DIR and --audios DIR" in capsys.readouterr().err
+    assert main(["batch", str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv: manifest not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -42,7 +42,7 @@ class RowActor:
         return execute_row(row, run, None, retries, worker=f"ray pid {os.getpid()}")
 
 
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError:
@@ -84,7 +84,7 @@ class RayBackend:
                 for i in range(min(n, rows))]
 
     def run(self, rows: Sequence[BatchRow], report: Report, retries: int = 0) -> None:
-        ray = _import_ray()
+        ray = import_ray()
         owned = self._connect(ray)
         try:
             self._run(ray, rows, report, retries)

@@ -69,8 +69,9 @@ def backend_for(args: argparse.Namespace, device: str):
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1 (got {args.workers})")
     if args.ray:
-        from ..batch.ray_backend import RayBackend
+        from ..batch.ray_backend import RayBackend, import_ray
 
+        import_ray()  # a missing Ray is one line, before anything runs
         return RayBackend(args.ray, args.workers, args.ray_gpus, args.ray_cpus, device)
     if args.workers and args.workers > 1:
         from ..batch.workers import WorkerPool
@@ -92,13 +93,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     device = rows[0].config.device
     for row in rows:
         check_device_name(row.config.device)
+    backend = backend_for(args, device)
     if not args.ray:  # on a cluster the nodes find the models themselves
         resolve_checkpoints(rows, args.quiet)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = args.summary or args.out_dir / "batch_summary.json"
     progress = BatchProgress(len(rows), args.quiet)
-    runner = BatchRunner(backend_for(args, device), summary_path, progress, args.retries,
-                         source=str(args.manifest or args.faces))
+    runner = BatchRunner(backend, summary_path, progress, args.retries, source=str(args.manifest or args.faces))
     try:
         summary = runner.run(rows)
     except KeyboardInterrupt:
