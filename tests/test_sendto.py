@@ -52,7 +52,7 @@ def build_webui_page():
         init, width, height = gr.Image(type="pil"), gr.Slider(64, 2048), gr.Slider(64, 2048)
         infotext_utils.add_paste_fields("img2img", init, [(width, "Size-1"), (height, "Size-2")])
         infotext_utils.add_paste_fields("extras", gr.Image(type="pil"), None)
-        [(tab_blocks, title, tab_id)] = script_callbacks.ui_tabs_callback()
+        [(tab_blocks, _title, _tab_id)] = script_callbacks.ui_tabs_callback()
         infotext_utils.connect_paste_params_buttons()
     return demo, panels, tab_blocks.wav2lip_uhq_components
 
@@ -81,7 +81,7 @@ def test_send_to_wav2lip_uhq_sits_beside_the_webuis_own_buttons(webui):
 def test_the_preview_frame_goes_to_img2img_and_extras(webui):
     from modules import infotext_utils
 
-    demo, panels, comps = build_webui_page()
+    _demo, _panels, comps = build_webui_page()
     frame = [b for b in infotext_utils.registered_param_bindings if b.source_image_component is comps["preview_image"]]
     assert {b.tabname: b.paste_button for b in frame} == {"img2img": comps["send_to_img2img"],
                                                            "extras": comps["send_to_extras"]}

@@ -33,8 +33,17 @@ def espeak_path(tmp: Path) -> Path:
 @pytest.mark.skipif(not espeak.available(), reason="needs espeakng-loader")
 @pytest.mark.parametrize("name", ["gradio3", "gradio4"])
 def test_speak_and_face_picture_in_browser_under_host_gradio(name, tmp_path, astronaut_png):
-    from test_app_browser import (chromium_browser, drop_face_picture, error_toasts, free_port, open_app, serve,
-                                  server_env, speak, status_text)
+    from test_app_browser import (
+        chromium_browser,
+        drop_face_picture,
+        error_toasts,
+        free_port,
+        open_app,
+        serve,
+        server_env,
+        speak,
+        status_text,
+    )
     from test_ui_gradio_versions import CHECK, env_python
 
     python = env_python(name)

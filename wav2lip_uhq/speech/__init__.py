@@ -110,7 +110,7 @@ def synthesize(text: str, engine: str = "espeak", voice: str = "", speed: float 
     for i, sentence in enumerate(sentences):
         samples, rate = speak_one(sentence)
         if i:
-            pieces.append(np.zeros(int(round(pause * rate)), np.int16))
+            pieces.append(np.zeros(round(pause * rate), np.int16))
         pieces.append(samples)
     audio = np.concatenate(pieces)
     if not audio.size or not np.any(audio):

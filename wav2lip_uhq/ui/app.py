@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import options
 from ..config import MODES
 from ..ui_runner import UIRunner
-from .. import options
 from .compat import image_input_sources, pass_audio_file_through
 from .form import SECTIONS, eid, section, widget
 from .handlers import Handlers, mode_change
