@@ -8,6 +8,9 @@ Per step (upstream's ``wav2lip_train.py`` / ``hq_wav2lip_train.py``)::
 
 Differences from upstream, each deliberate:
 
+* The generator's adversarial term runs through D with D's parameters frozen, so D's update holds
+  D's own loss only (upstream zeroes D's gradients between the phases to the same end).
+
 * The frozen expert SyncNet runs in **eval mode** (upstream left it in train mode, so its
   BatchNorm used batch statistics and its running stats drifted, Wav2Lip#482). Its
   weights never change.
