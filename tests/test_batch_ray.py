@@ -9,6 +9,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from wav2lip_uhq.batch.progress import BatchProgress  # noqa: E402
 from wav2lip_uhq.cli import main  # noqa: E402
 
 FAST = ["--mode", "fast", "--box", "80", "200", "170", "280", "--batch-size", "8", "--device", "cpu"]
@@ -23,7 +24,7 @@ def local_ray(monkeypatch):
 
 
 def test_four_rows_on_two_actors_that_keep_their_models(tmp_path, local_ray, astronaut_png, speech_short,
-                                                        w2l_checkpoint):
+                                                        w2l_checkpoint, monkeypatch):
     media = tmp_path / "media"
     media.mkdir()
     shutil.copy(astronaut_png, media / "face.png")
@@ -33,7 +34,13 @@ def test_four_rows_on_two_actors_that_keep_their_models(tmp_path, local_ray, ast
     out_dir = tmp_path / "shared"
     args = ["batch", str(manifest), "--out-dir", str(out_dir), "--ray", "auto", "--workers", "2", "--ray-cpus", "1",
             "--checkpoint", str(w2l_checkpoint), "--cache-dir", str(tmp_path / "cache"), "-q", *FAST]
+    seen = []
+    real = BatchProgress.__call__
+    monkeypatch.setattr(BatchProgress, "__call__", lambda self, event: (seen.append(event), real(self, event)))
     assert main(args) == 0
+    frames = [e for e in seen if e[0] == "progress"]
+    assert {e[1] for e in frames} == {0, 1, 2, 3} and all(0 <= e[2] <= e[3] for e in frames)
+    assert any(e[2] == e[3] > 30 for e in frames)  # live, per row
     summary = json.loads((out_dir / "batch_summary.json").read_text())
     assert summary["backend"] == "ray:auto" and summary["done"] == 4
     assert all((out_dir / f"r{i}.mp4").is_file() for i in range(4))

@@ -11,6 +11,7 @@ the batch; ``auto`` or an address joins a running cluster. Ray is the optional e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
@@ -35,11 +36,18 @@ class RowActor:
 
         self.pipeline = LipSyncPipeline(device)
 
-    def run(self, row: BatchRow, retries: int):
+    def run(self, row: BatchRow, retries: int, events=None):
+        """One row; its frame progress goes to the driver through ``events`` (a Ray queue)."""
+
         def run(config, progress):
             return self.pipeline.run(config, progress=progress)
 
-        return execute_row(row, run, None, retries, worker=f"ray pid {os.getpid()}")
+        def progress(stage, done, total):
+            if events is not None and stage == "lip-sync" and total > 1:
+                with contextlib.suppress(Exception):  # a full or lost queue costs a progress update only
+                    events.put_nowait(("progress", row.index, int(done), int(total)))
+
+        return execute_row(row, run, progress, retries, worker=f"ray pid {os.getpid()}")
 
 
 def import_ray():
@@ -94,16 +102,22 @@ class RayBackend:
 
     def _run(self, ray, rows: Sequence[BatchRow], report: Report, retries: int) -> None:
         from ray.exceptions import RayActorError, RayTaskError
+        from ray.util.queue import Queue
 
         todo = deque(rows)
         idle = self._actors(ray, len(rows))
+        events = Queue(maxsize=10_000, actor_options={"num_cpus": 0})  # frame progress from the actors
         flight: dict = {}  # ObjectRef -> (actor, row)
         lost: dict[int, int] = {}
         while todo or flight:
             while todo and idle:
                 actor, row = idle.pop(), todo.popleft()
-                flight[actor.run.remote(row, retries)] = (actor, row)
-            done, _ = ray.wait(list(flight), num_returns=1)
+                flight[actor.run.remote(row, retries, events)] = (actor, row)
+            done, _ = ray.wait(list(flight), num_returns=1, timeout=0.5)
+            for event in _drain(events):
+                report(event)
+            if not done:
+                continue
             actor, row = flight.pop(done[0])
             try:
                 outcome = ray.get(done[0])
@@ -120,5 +134,11 @@ class RayBackend:
                 idle.append(actor)  # Ray restarts it (max_restarts); a dead one fails its next row fast
                 continue
             idle.append(actor)
-            report(("progress", row.index, outcome.frames, outcome.frames))
             report(("finished", outcome))
+
+
+def _drain(events) -> list:
+    try:
+        return events.get_nowait_batch(events.qsize())
+    except Exception:  # noqa: BLE001 - progress only
+        return []
