@@ -1,0 +1,320 @@
+"""MuseTalk 1.5 end to end: our pipeline vs a re-implementation of MuseTalk's own inference
+algorithm, on the same clip and the same full-size networks.
+
+    python bench/bench_musetalk.py [--seconds 1] [--models DIR] [--device cpu] [--batch 8]
+
+Without ``--models`` the three networks are built at full size with the reference fill rule
+(no download; speed does not depend on the values). Each case runs in its own process (its
+peak memory is that process's), twice: a first run, then a second on the same video with new
+audio (ours: the same pipeline object, as the UI keeps it; MuseTalk's: ``use_saved_coord``).
+
+MuseTalk's algorithm as its ``scripts/inference.py`` runs it (re-implemented here, not copied):
+every frame extracted to PNG and read back, all frames in RAM, a box per frame from landmarks,
+two VAE encodes per frame (masked, reference; batch 1), whisper features, batched UNet + decode,
+then per frame: face parsing of the 1.5x crop at 512 px, the blend, a PNG written; then two
+encodes (PNGs -> video, then the video re-encoded with the audio). Landmarks come from our dlib
+predictor in both cases (MuseTalk uses DWPose, which is slower). Ours: ``improved`` mode (our
+landmark masks; no parsing), the streaming pipeline with its caches.
+
+Figures: frames per second end to end and of the generator stage (UNet + decode, + encodes where
+a frame's latents are not known yet), peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the reference fill rule and configs (musetalk_helpers)
+EXAMPLES = ROOT / "wav2lip_uhq" / "examples"
+FPS = 25
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def make_clip(folder: Path, seconds: float) -> tuple[Path, Path, Path]:
+    """A 640x360 clip of the astronaut's head drifting, and two different cuts of the speech."""
+    import cv2
+    import skimage.data
+    import soundfile as sf
+
+    from wav2lip_uhq.video import EncodeSettings, VideoWriter, read_audio_track
+
+    head = cv2.resize(skimage.data.astronaut()[:, :, ::-1][0:300, 100:360], (208, 240))
+    video = folder / "clip.mp4"
+    n = int(seconds * FPS)
+    with VideoWriter(video, 640, 360, Fraction(FPS), None, EncodeSettings()) as writer:
+        for i in range(n):
+            frame = np.full((360, 640, 3), 110, np.uint8)
+            x, y = 200 + (i % 20), 60 + (i % 10) // 2
+            frame[y : y + 240, x : x + 208] = head
+            writer.write(frame)
+    track = read_audio_track(EXAMPLES / "speech.m4a")
+    mono = np.asarray(track.samples, np.float32).mean(axis=0)
+    rate = track.sample_rate
+    first, second = folder / "speech1.wav", folder / "speech2.wav"
+    sf.write(first, mono[: int(seconds * rate)], rate)
+    sf.write(second, mono[int(seconds * rate) : int(2 * seconds * rate)], rate)
+    return video, first, second
+
+
+def networks(models: str | None, device: str):
+    """The full-size networks: the user's folder, or built with the fill rule."""
+    import torch
+
+    from wav2lip_uhq.models import musetalk as mt
+
+    if models:
+        return mt.load_networks(mt.find_files(models), device, torch.float32)
+    from transformers import WhisperFeatureExtractor
+
+    from musetalk_helpers import PREPROCESSOR, VAE_CONFIG, WHISPER_CONFIG, built
+
+    extractor = WhisperFeatureExtractor(
+        **{k: v for k, v in PREPROCESSOR.items() if k not in ("feature_extractor_type", "processor_class")}
+    )
+    return mt.MuseTalkNetworks(
+        built(mt.build_unet, mt.UNET_CONFIG), built(mt.build_vae, VAE_CONFIG),
+        built(mt.build_whisper_encoder, WHISPER_CONFIG), extractor, "cpu", torch.float32,
+    ).to(device, torch.float32)
+
+
+# -- ours ---------------------------------------------------------------------------------------
+class Timed:
+    """The generator with the seconds its worker thread spends in prepare + generate."""
+
+    def __init__(self, gen) -> None:
+        self.gen, self.seconds = gen, 0.0
+        self.img_size, self.reuse_prepared = gen.img_size, gen.reuse_prepared
+
+    def audio_features(self, wav, fps, cover):
+        return self.gen.audio_features(wav, fps, cover)
+
+    def placement(self, geometry, index, aligned):
+        return self.gen.placement(geometry, index, aligned)
+
+    def prepare(self, frame, placement):
+        t = time.perf_counter()
+        out = self.gen.prepare(frame, placement)
+        self.seconds += time.perf_counter() - t
+        return out
+
+    def generate(self, prepared, features):
+        t = time.perf_counter()
+        out = self.gen.generate(prepared, features)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def run_ours(nets, video: Path, audios: list[Path], work: Path, batch: int) -> list[dict]:
+    from wav2lip_uhq.config import FaceOptions, RunConfig
+    from wav2lip_uhq.generators.musetalk import MuseTalkGenerator
+    from wav2lip_uhq.pipeline import LipSyncPipeline
+
+    timed = Timed(MuseTalkGenerator(nets))
+    pipe = LipSyncPipeline(nets.device, generator_factory=lambda c, d: timed)
+    out = []
+    for k, audio in enumerate(audios):
+        timed.seconds = 0.0
+        config = RunConfig(face=video, audio=audio, checkpoint="musetalk", out=work / f"ours{k}.mp4",
+                           mode="improved", faces=FaceOptions(detector="dlib"), cache_dir=work / "cache",
+                           batch_size=batch, device=nets.device, precision="fp32")
+        timed.gen = timed.gen.for_run(fast=False, fixed_box=False, cache_dir=config.cache_dir)
+        result = pipe.run(config)
+        out.append({"frames": result.frames, "total_s": result.timings["total"], "generator_s": timed.seconds})
+    return out
+
+
+# -- MuseTalk's algorithm -----------------------------------------------------------------------
+def run_musetalk_algorithm(nets, video: Path, audios: list[Path], work: Path, batch: int) -> list[dict]:
+    from wav2lip_uhq.faces.detection import create_detector
+    from wav2lip_uhq.faces.landmarks import create_landmark_detector
+    from wav2lip_uhq.models import musetalk as mt
+    from wav2lip_uhq.parsing import BiSeNet, FaceParser
+
+    detector, lms = create_detector("dlib"), create_landmark_detector("dlib")
+    parser = FaceParser(BiSeNet(), device=nets.device, batch_size=1)  # its cost, not its answer
+    out, coords = [], None
+    for k, audio in enumerate(audios):
+        t0 = time.perf_counter()
+        frames = _png_round_trip(video, work / f"frames{k}")
+        if coords is None:  # the second run reuses them (use_saved_coord)
+            coords = _boxes(frames, detector, lms)
+        latents = [_two_encodes(nets, f, c) for f, c in zip(frames, coords)]
+        prompts = _audio_prompts(nets, audio)
+        cycle_f, cycle_c, cycle_l = frames + frames[::-1], coords + coords[::-1], latents + latents[::-1]
+        t_gen = time.perf_counter()
+        faces = []
+        for s in range(0, len(prompts), batch):
+            idx = range(s, min(s + batch, len(prompts)))
+            lat = np.concatenate([cycle_l[i % len(cycle_l)] for i in idx])
+            faces.extend(mt.generate_faces(nets, lat, prompts[s : s + len(idx)]))
+        gen_s = time.perf_counter() - t_gen
+        res_dir = work / f"result{k}"
+        res_dir.mkdir()
+        for i, face in enumerate(faces):
+            j = i % len(cycle_f)
+            frame = _blend(cycle_f[j].copy(), face, cycle_c[j], parser)
+            _imwrite(res_dir / f"{i:08d}.png", frame)
+        _two_video_encodes(res_dir, audio, work / f"musetalk{k}.mp4")
+        out.append({"frames": len(faces), "total_s": time.perf_counter() - t0, "generator_s": gen_s})
+    return out
+
+
+def _imwrite(path: Path, img) -> None:
+    import cv2
+
+    cv2.imwrite(str(path), img)
+
+
+def _png_round_trip(video: Path, folder: Path) -> list[np.ndarray]:
+    """Every frame written as PNG, then all read back into RAM."""
+    import cv2
+
+    from wav2lip_uhq.video import iter_frames
+
+    folder.mkdir()
+    for i, frame in enumerate(iter_frames(video)):
+        _imwrite(folder / f"{i:08d}.png", frame)
+    return [cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))]
+
+
+def _boxes(frames, detector, lms) -> list[tuple[int, int, int, int]]:
+    from wav2lip_uhq.generators.musetalk import EXTRA_MARGIN, musetalk_box
+
+    out = []
+    for f in frames:
+        det = detector.detect([np.ascontiguousarray(f[:, :, ::-1])])[0]
+        box = det[0, :4] if len(det) else np.array([0, 0, f.shape[1], f.shape[0]], np.float32)
+        pts = lms.landmarks([f], box[None])[0]
+        x1, y1, x2, y2 = musetalk_box(pts, tuple(int(v) for v in box))
+        out.append((x1, y1, x2, min(y2 + EXTRA_MARGIN, f.shape[0])))
+    return out
+
+
+def _two_encodes(nets, frame, box) -> np.ndarray:
+    """MuseTalk encodes the masked and the reference crop in two VAE calls of one image each."""
+    import cv2
+
+    from wav2lip_uhq.models import musetalk as mt
+
+    x1, y1, x2, y2 = box
+    crop = cv2.resize(frame[y1:y2, x1:x2], (256, 256), interpolation=cv2.INTER_LANCZOS4)
+    masked = crop.copy()
+    masked[128:] = 0
+    a, b = mt.encode_faces(nets, masked[None]), mt.encode_faces(nets, crop[None])
+    return np.concatenate([a[:, :4], b[:, 4:]], axis=1)
+
+
+def _audio_prompts(nets, audio: Path) -> np.ndarray:
+    from wav2lip_uhq.models import musetalk as mt
+    from wav2lip_uhq.video import read_audio_track
+
+    wav = read_audio_track(audio).mono(16000)
+    steps = mt.whisper_steps(nets, wav)
+    count = mt.frame_count(len(wav) / 16000, FPS, cover=False)
+    return mt.frame_prompts(mt.pad_steps(steps, FPS), range(count), FPS)
+
+
+def _blend(frame, face, box, parser):
+    """MuseTalk's blend: parse the 1.5x square crop, keep the lower face, blur, composite."""
+    import cv2
+
+    x1, y1, x2, y2 = box
+    face = cv2.resize(face, (x2 - x1, y2 - y1))
+    cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+    s = int(max(x2 - x1, y2 - y1) // 2 * 1.5)
+    cx1, cy1 = max(0, cx - s), max(0, cy - s)
+    cx2, cy2 = min(frame.shape[1], cx + s), min(frame.shape[0], cy + s)
+    crop = frame[cy1:cy2, cx1:cx2].copy()
+    labels = parser.parse([crop])[0]
+    mask = np.isin(labels, (1, 11, 12, 13)).astype(np.uint8) * 255
+    mask = cv2.dilate(mask, np.ones((33, 33), np.uint8))
+    mask[: int(0.5 * mask.shape[0])] = 0
+    k = int(0.05 * crop.shape[0] // 2 * 2) + 1
+    alpha = cv2.GaussianBlur(mask, (k, k), 0).astype(np.float32)[..., None] / 255.0
+    pasted = crop.copy()
+    pasted[y1 - cy1 : y2 - cy1, x1 - cx1 : x2 - cx1] = face
+    frame[cy1:cy2, cx1:cx2] = (pasted * alpha + crop * (1 - alpha)).astype(np.uint8)
+    return frame
+
+
+def _two_video_encodes(folder: Path, audio: Path, out: Path) -> None:
+    """PNGs -> a silent video, then that video decoded and encoded again with the audio."""
+    import cv2
+
+    from wav2lip_uhq.video import EncodeSettings, VideoWriter, iter_frames, read_audio_track
+
+    pngs = sorted(folder.glob("*.png"))
+    first = cv2.imread(str(pngs[0]))
+    h, w = first.shape[:2]
+    silent = out.with_name(out.stem + "_silent.mp4")
+    with VideoWriter(silent, w, h, Fraction(FPS), None, EncodeSettings()) as writer:
+        for p in pngs:
+            writer.write(cv2.imread(str(p)))
+    with VideoWriter(out, w, h, Fraction(FPS), read_audio_track(audio), EncodeSettings()) as writer:
+        for frame in iter_frames(silent):
+            writer.write(frame)
+
+
+# -- driver -------------------------------------------------------------------------------------
+def worker(case: str, args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    work = Path(args.work) / case
+    work.mkdir(parents=True)
+    video, a1, a2 = Path(args.work) / "clip.mp4", Path(args.work) / "speech1.wav", Path(args.work) / "speech2.wav"
+    t = time.perf_counter()
+    nets = networks(args.models, args.device)
+    build_s = time.perf_counter() - t
+    runner = run_ours if case == "ours" else run_musetalk_algorithm
+    runs = runner(nets, video, [a1, a2], work, args.batch)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"case": case, "build_s": build_s, "runs": runs, "peak_rss_mb": peak}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--models", help="a MuseTalk models folder (default: full-size fill-rule networks)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--cases", default="ours,musetalk")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        make_clip(Path(tmp), args.seconds)
+        results = []
+        for case in args.cases.split(","):
+            cmd = [sys.executable, __file__, "--worker", case, "--work", tmp, "--device", args.device,
+                   "--batch", str(args.batch), "--threads", str(args.threads)] + (
+                ["--models", args.models] if args.models else [])
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.exit(f"{case} failed:\n{done.stderr[-3000:]}")
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"{args.seconds:g} s of 640x360 video at {FPS} fps, device {args.device}, batch {args.batch}")
+    print(f"{'case':<10} {'run':<7} {'frames':>6} {'end-to-end fps':>15} {'generator fps':>14} {'peak RSS MB':>12}")
+    for r in results:
+        for name, run in zip(("first", "second"), r["runs"]):
+            print(f"{r['case']:<10} {name:<7} {run['frames']:>6} {run['frames'] / run['total_s']:>15.3f} "
+                  f"{run['frames'] / run['generator_s']:>14.3f} {r['peak_rss_mb']:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()
