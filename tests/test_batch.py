@@ -136,6 +136,10 @@ def test_text_rows_are_spoken_once_every_row_is_valid(tmp_path, media):
     assert [r.config.out.name for r in rows] == [f"face_{a.stem[:10]}.mp4" for a in audios]
     assert rows[0].config.speech.text == "Hello there."
     assert [r.config.out for r in read_manifest(good, base, tmp_path / "o")] == [r.config.out for r in rows]
+    mixed = write_csv(media / "mixed.csv", ["face,audio", "face.png,speech.wav", "face.png,"])
+    with_audio, spoken = read_manifest(mixed, {**base, "text": "Said by every row without audio."}, tmp_path / "o")
+    assert with_audio.config.audio == media / "speech.wav" and with_audio.config.speech.text == ""
+    assert spoken.config.audio.parent == tmp_path / "cache" / "speech"
 
 
 def test_folders_pair_by_name_then_by_number(tmp_path):
@@ -170,12 +174,19 @@ def test_folder_batch_keeps_the_models_loaded(tmp_path, media, w2l_checkpoint, m
         return original(cls, *a, **k)
 
     monkeypatch.setattr(Wav2LipGenerator, "load", classmethod(counting))
+    from wav2lip_uhq.batch.progress import BatchProgress
+
+    events, real = [], BatchProgress.__call__
+    monkeypatch.setattr(BatchProgress, "__call__", lambda self, event: (events.append(event), real(self, event)))
     out_dir = tmp_path / "out"
     code = run_batch(["--faces", str(faces), "--audios", str(audios), "--out-dir", str(out_dir)], w2l_checkpoint,
                      tmp_path)
     assert code == 0
     assert sorted(p.name for p in out_dir.glob("*.mp4")) == ["face1_speech_1.mp4", "face2_speech_2.mp4"]
     assert len(loads) == 1, "the generator was loaded again for the second row"
+    frames = [e for e in events if e[0] == "progress"]  # the frames bar follows each row in turn
+    assert [e[1] for e in frames] == sorted(e[1] for e in frames) and {e[1] for e in frames} == {0, 1}
+    assert [e[1].status for e in events if e[0] == "finished"] == ["done", "done"]
     assert summary_of(out_dir)["backend"] == "serial"
 
 

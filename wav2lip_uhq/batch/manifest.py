@@ -143,6 +143,9 @@ def build_row(index: int, where: str, record: Mapping[str, Any], base: Mapping[s
         if not allowed_column(key):
             raise ValueError(f"unknown column {column!r} (a run option by its long name, or face/audio/out)")
         values[key] = text_value(key, raw) if text_cells and isinstance(raw, str) else raw
+    if record.get("audio") not in (None, ""):  # a row's audio wins over a text given for every row
+        for key in TEXT_KEYS:
+            values.pop(key, None)
     spoken = record.get("audio") in (None, "") and any(str(values.get(k) or "").strip() for k in TEXT_KEYS)
     if record.get("audio") not in (None, "") and any(str(record.get(k) or "").strip() for k in TEXT_KEYS):
         raise ValueError("give audio or text, not both")
