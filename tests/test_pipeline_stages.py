@@ -144,7 +144,7 @@ def test_no_stage_writes_into_its_inputs():
     after = {}
     for stage in stages:
         before = [it.frame for it in items]
-        stage.process(items, lambda fraction: None)
+        stage.process(items, lambda fraction, detail=None: None)
         after[stage.name] = [it.frame.copy() for it in items]
         for it, frame in zip(items, before):
             if it.frame is not frame:  # a stage that changed pixels left the frame it read alone
