@@ -42,7 +42,7 @@ class RowActor:
         def run(config, progress):
             return self.pipeline.run(config, progress=progress)
 
-        def progress(stage, done, total):
+        def progress(stage, done, total, *_):
             if events is not None and stage == "lip-sync" and total > 1:
                 with contextlib.suppress(Exception):  # a full or lost queue costs a progress update only
                     events.put_nowait(("progress", row.index, int(done), int(total)))

@@ -195,16 +195,20 @@ class SerialBackend:
         for row in rows:
             if self.should_stop():
                 return
-            outcome = execute_row(row, self.runner(), lambda s, d, t, i=row.index: _frames(report, i, s, d, t),
-                                  retries)
+            outcome = execute_row(row, self.runner(), _row_frames(report, row.index), retries)
             report(("finished", outcome))
             if outcome.status == "cancelled":
                 return
 
 
-def _frames(report: Report, index: int, stage: str, done: int, total: int) -> None:
-    if stage == "lip-sync" and total > 1:
-        report(("progress", index, done, total))
+def _row_frames(report: Report, index: int) -> Callable[..., None]:
+    """The pipeline's progress callback for row ``index``: its lip-sync frames as batch events."""
+
+    def progress(stage: str, done: int, total: int, *_: object) -> None:
+        if stage == "lip-sync" and total > 1:
+            report(("progress", index, int(done), int(total)))
+
+    return progress
 
 
 @dataclass

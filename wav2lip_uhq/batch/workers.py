@@ -65,7 +65,7 @@ def _worker_main(worker: int, env: dict[str, str], threads: int, device: str, ta
             return
         results.put(("started", worker, row.index))
 
-        def progress(stage, done, total, index=row.index):
+        def progress(stage, done, total, *_, index=row.index):
             if stage == "lip-sync" and total > 1:
                 results.put(("progress", index, int(done), int(total)))
 
