@@ -140,3 +140,58 @@ def test_a_second_run_with_new_audio_reuses_the_latents(folder, short_clip, spee
     LipSyncPipeline("cpu").run(_config(face, tmp_path / "other.wav", folder, tmp_path, mode="feather",
                                        faces=box, name="second.mkv"))
     assert encoded == []
+
+
+class _Labels:
+    """A parser that answers a fixed label map (at the size it is asked)."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def parse(self, crops):
+        return [cv2.resize(self.labels, crops[0].shape[1::-1], interpolation=cv2.INTER_NEAREST)]
+
+
+def test_musetalks_parsing_blend_keeps_the_lower_face_without_the_nose():
+    from wav2lip_uhq.compositing import Placement
+    from wav2lip_uhq.generators.musetalk import ParsingBlend, jaw_mask
+
+    labels = np.zeros((512, 512), np.uint8)
+    labels[100:420, 120:392] = 1  # skin
+    labels[200:300, 236:276] = 10  # nose
+    labels[330:360, 200:312] = 12  # lips
+    mask = jaw_mask(labels)
+    assert mask[250, 256] == 0 and mask[345, 256] == 255  # nose out, lips in
+    assert mask[430, 256] == 255  # the jaw grows downwards (centre band: not eroded)
+    assert mask[60, 256] == 0  # but not upwards
+
+    frame = np.full((400, 400, 3), 50, np.uint8)
+    placement = Placement.from_box((100, 100, 300, 300), 256)
+    done = ParsingBlend(_Labels(labels)).blend(frame, np.full((256, 256, 3), 200, np.uint8), placement)
+    x1, y1, x2, y2 = done.roi
+    assert (x1, y1, x2, y2) == (50, 50, 350, 350)  # the square crop 1.5x the box
+    alpha = done.alpha
+    assert alpha[: 200 - y1 - 5].max() == 0  # nothing above the box's lower half
+    assert alpha[: , : 100 - x1 - 5].max() == 0  # nothing outside the box
+    assert alpha.max() > 0.99
+    out = frame.copy()
+    done.patch.apply(out)
+    assert out[0:50].max() == 50 and out[252, 200].tolist() == [200, 200, 200]  # the lips
+
+
+def test_the_parsing_blend_option_replaces_our_masks(folder, tmp_path):
+    import torch
+
+    from wav2lip_uhq.config import CompositeOptions
+    from wav2lip_uhq.generators.musetalk import ParsingBlend
+    from wav2lip_uhq.parsing import BiSeNet
+
+    parser = tmp_path / "79999_iter.pth"
+    torch.save(BiSeNet().state_dict(), parser)
+    config = _config(tmp_path / "f.png", tmp_path / "a.wav", folder, tmp_path, mode="improved",
+                     composite=CompositeOptions(parser=parser, musetalk_blend="parsing"))
+    stages = LipSyncPipeline("cpu")._stages(config, "cpu", lambda: False)
+    assert [s.name for s in stages] == ["compositing"] and isinstance(stages[0].compositor, ParsingBlend)
+    config.composite.musetalk_blend = "masks"
+    assert [s.name for s in LipSyncPipeline("cpu")._stages(config, "cpu", lambda: False)] == ["parsing",
+                                                                                               "compositing"]

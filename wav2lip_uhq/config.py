@@ -105,6 +105,9 @@ class CompositeOptions:
                                  label="face-parsing checkpoint")
     parser_keep_neck: bool = option(False, "with a parser: let the new chin extend over the neck",
                                     group="compositing")
+    musetalk_blend: str = option("masks", "MuseTalk's blend: our landmark masks, or parsing = MuseTalk's own "
+                                 "face-parsing jaw blend (needs --parser 79999_iter.pth)", group="compositing",
+                                 choices=("masks", "parsing"), label="MuseTalk blend")
     debug_video: Path | None = option(None, "also write result | mask+landmarks overlay, side by side",
                                       group="output", kind="path", null=None, ui=False, client=False)
     fan_path: Path | None = option(None, "FAN weights (default: the models folder)", group="compositing",

@@ -21,9 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..compositing import Placement, eye_angle
+from ..compositing import Blended, Placement, _InPlace, eye_angle
 from ..faces.stream import FaceGeometry
 from ..models import musetalk as mt
+from ..patches import Patch
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +239,62 @@ def _disk_cache(cache_dir):
     from ..cache import ArrayCache
 
     return ArrayCache(cache_dir, "musetalk_latents")
+
+
+# -- MuseTalk's own blend (``--musetalk-blend parsing``) --------------------------------------------
+PARSE_SIZE = 512  # the parser's input; the jaw mask is built at this size
+SKIN, NOSE, MOUTH = 1, 10, (11, 12, 13)  # CelebAMask-HQ classes: skin, nose, mouth + lips
+
+
+def jaw_kernel() -> np.ndarray:
+    """MuseTalk's 33 x 33 dilation kernel: a downward cone 21 rows high, then a 12-row tail."""
+    k = np.zeros((33, 33), np.uint8)
+    for r in range(21):
+        half = round(r * 16 / 20)
+        k[r, 16 - half : 17 + half] = 1
+    k[21:, 16] = 1
+    return k
+
+
+def jaw_mask(labels: np.ndarray) -> np.ndarray:
+    """(512, 512) uint8 0/255 from parser labels at 512 px, MuseTalk 1.5's ``jaw`` mode: skin
+    grown downwards, eroded twice outside the central 2 x 90 px band, nose out, mouth and lips in."""
+    skin = (labels == SKIN).astype(np.uint8) * 255
+    grown = cv2.dilate(skin, jaw_kernel())
+    eroded = cv2.erode(grown, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (35, 3)), iterations=2)
+    c = labels.shape[1] // 2
+    eroded[:, c - 90 : c + 90] = grown[:, c - 90 : c + 90]
+    eroded[labels == NOSE] = 0
+    eroded[np.isin(labels, MOUTH)] = 255
+    return eroded
+
+
+class ParsingBlend(_InPlace):
+    """MuseTalk's blend: the generated face pasted into a square crop 1.5x the box, through the
+    parser's jaw mask restricted to the box's lower half and blurred (kernel 5 % of the box)."""
+
+    def __init__(self, parser, upper_ratio: float = 0.5, blur: float = 0.05) -> None:
+        self.parser, self.upper_ratio, self.blur = parser, upper_ratio, blur
+
+    def blend(self, frame, generated, placement, visible=None) -> Blended:
+        x1, y1, x2, y2 = placement.box
+        w, h = x2 - x1, y2 - y1
+        s = int(max(w, h) // 2 * 1.5)
+        cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+        roi = (max(0, cx - s), max(0, cy - s), min(frame.shape[1], cx + s), min(frame.shape[0], cy + s))
+        rx1, ry1, rx2, ry2 = roi
+        crop = frame[ry1:ry2, rx1:rx2]
+        big = cv2.resize(crop, (PARSE_SIZE, PARSE_SIZE), interpolation=cv2.INTER_LINEAR)
+        labels = self.parser.parse([big])[0]
+        mask = cv2.resize(jaw_mask(labels), (rx2 - rx1, ry2 - ry1), interpolation=cv2.INTER_LINEAR)
+        keep = np.zeros_like(mask)
+        top = y1 - ry1 + int(h * self.upper_ratio)
+        keep[top : y2 - ry1, x1 - rx1 : x2 - rx1] = mask[top : y2 - ry1, x1 - rx1 : x2 - rx1]
+        k = int(self.blur * w // 2 * 2) + 1
+        alpha = cv2.GaussianBlur(keep, (k, k), 0).astype(np.float32) / 255.0
+        pasted = crop.copy()
+        pasted[y1 - ry1 : y2 - ry1, x1 - rx1 : x2 - rx1] = cv2.resize(generated, (w, h))
+        a = alpha[..., None]
+        out = (pasted.astype(np.float32) * a + crop.astype(np.float32) * (1 - a) + 0.5).astype(np.uint8)
+        return Blended(roi, alpha, Patch(roi, out))
+

@@ -35,7 +35,7 @@ from ..outputs import reserve_output
 from ..video import iter_frames, probe
 from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
-from .model_bank import ModelBank, PipelineModels
+from .model_bank import ModelBank, PipelineModels, uses_musetalk
 from .source import (
     LOOP_CACHE_BYTES, FaceFrames, FaceTracking, loop_index, loop_mode, preprocess_frame, tracked_frames,
 )
@@ -102,6 +102,10 @@ class LipSyncPipeline:
         restorer, upscaler = self.models.restorer(config, device), self.models.upscaler(config, device)
         parser = self.models.parser(config, device)
         compositor = make_compositor(_composite_mode(config.mode), _blend_options(config))
+        if parser is not None and c.musetalk_blend == "parsing" and uses_musetalk(config, box_too=True):
+            from ..generators.musetalk import ParsingBlend
+
+            compositor, parser = ParsingBlend(parser), None  # MuseTalk's own blend parses itself
         stages: list[Stage] = [Upscale(upscaler)] if upscaler is not None else []
         if parser is not None:
             stages.append(Parse(parser, compositor, c.parser_keep_neck))
