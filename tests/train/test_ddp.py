@@ -44,7 +44,8 @@ def test_two_process_gloo_matches_single_process(dataset, tmp_path):
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
             "--master_port", str(_free_port()), "-m", "train", "syncnet", "--checkpoint-dir", str(tmp_path / "ddp")]
     for k, v in common.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
+        flag = k.replace("_", "-")
+        args += [f"--{flag}" if v else f"--no-{flag}"] if isinstance(v, bool) else [f"--{flag}", str(v)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
