@@ -195,3 +195,19 @@ def test_the_parsing_blend_option_replaces_our_masks(folder, tmp_path):
     config.composite.musetalk_blend = "masks"
     assert [s.name for s in LipSyncPipeline("cpu")._stages(config, "cpu", lambda: False)] == ["parsing",
                                                                                                "compositing"]
+
+
+def test_a_box_past_the_frame_is_clipped_as_musetalk_clips_it(folder):
+    from wav2lip_uhq.faces.stream import FaceGeometry
+
+    gen = MuseTalkGenerator.load(folder, "cpu")
+    frame = np.random.default_rng(1).integers(0, 256, (120, 160, 3), np.uint8)
+    lms = np.zeros((68, 2), np.float32)
+    lms[:, 0], lms[:, 1] = np.linspace(20, 140, 68), np.linspace(40, 115, 68)
+    lms[29] = (80, 70)
+    placement = gen.placement(FaceGeometry(np.array([20, 30, 140, 118], np.float32), lms), 0, False)
+    assert placement.box == (20, 25, 140, 115 + EXTRA_MARGIN)  # below the frame: y2 = 125
+    prepared = gen.prepare(frame, placement)
+    assert placement.box == (20, 25, 140, 120)  # clipped to the frame (MuseTalk's min(y2, height))
+    want = cv2.resize(frame[25:120, 20:140], (256, 256), interpolation=cv2.INTER_LANCZOS4)
+    np.testing.assert_array_equal(prepared.crop, want)

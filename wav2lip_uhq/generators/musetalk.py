@@ -198,7 +198,7 @@ class MuseTalkGenerator:
         """The Lanczos-resized 256 px crop (``placement`` is fitted to the frame first)."""
         h, w = frame.shape[:2]
         box = fit_box(placement.box, w, h)
-        if box != tuple(placement.box):
+        if box != tuple(placement.box) and placement.axis_aligned:  # a rotated crop warps with borders
             fitted = Placement.from_box(box, placement.size, placement.landmarks, placement.index)
             placement.box, placement.matrix = fitted.box, fitted.matrix
         x1, y1, x2, y2 = placement.box
