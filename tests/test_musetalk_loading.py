@@ -181,3 +181,19 @@ def test_ui_dropdown_lists_musetalk_and_its_folders(folder, tmp_path):
     assert "musetalk" in choices and "MuseTalk-copy" in choices and "not-a-model" not in choices
     assert resolve_checkpoint_choice("musetalk", models) == "musetalk"
     assert resolve_checkpoint_choice("MuseTalk-copy", models) == models / "MuseTalk-copy"
+
+
+def test_silenced_frames_get_whispers_prompts_for_silence(folder, reference):
+    import soundfile as sf
+
+    gen = MuseTalkGenerator.load(folder, "cpu")
+    wav, _ = sf.read(reference / "speech_16k.wav", dtype="float32")
+    wav = wav[:16000]
+    speech = gen.audio_features(wav, 25.0, cover=True)
+    silent = np.zeros(len(speech), bool)
+    silent[[3, 4, 10]] = True
+    quiet = speech.silenced(silent)
+    zeros = gen.audio_features(np.zeros_like(wav), 25.0, cover=True)
+    np.testing.assert_allclose(quiet.take([3, 4, 10]), zeros.take([3, 4, 10]), atol=1e-5)
+    np.testing.assert_array_equal(quiet.take([0, 5, 11]), speech.take([0, 5, 11]))
+    assert not np.allclose(speech.take([3]), zeros.take([3]))
