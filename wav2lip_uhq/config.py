@@ -64,6 +64,10 @@ class FrameOptions:
                         widget="number", label="still-image fps")
     loop: str = option("forward", "how a video shorter than the audio repeats: forward (upstream) or "
                        "pingpong", group="frames", choices=LOOP_MODES, cli_aliases=("--pingpong=pingpong",))
+    segment: tuple[int, int] | None = option(
+        None, "only output frames START:END (END not included, clipped to the run's length), video only: one "
+        "part of a long run split across workers (the join adds the audio)", group="frames", kind="range",
+        null=None, ui=False, label="segment")
 
 
 @dataclass

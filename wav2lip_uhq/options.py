@@ -34,7 +34,7 @@ GROUPS = {  # group -> title (CLI argument group, UI section)
     "compute": "compute",
 }
 KINDS = ("bool", "int", "float", "str", "text", "choice", "path", "ints4", "box", "controlnets", "loras",
-         "paths")
+         "paths", "range")
 _UNSET = object()
 
 
@@ -226,6 +226,20 @@ def _four_ints(opt: Option, raw: Any, what: str) -> tuple[int, int, int, int]:
         raise OptionError(f"{what}: {raw!r} must be four whole numbers: top bottom left right") from None
 
 
+def _frame_range(opt: Option, raw: Any, what: str) -> tuple[int, int]:
+    """``START:END`` (or two numbers): frames [START, END), 0 <= START < END."""
+    parts = raw.replace(":", " ").replace(",", " ").split() if isinstance(raw, str) else raw
+    if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+        raise OptionError(f"{what}: {raw!r} must be START:END (frames, END not included)")
+    try:
+        start, end = (_number(opt, p, what, True) for p in parts)
+    except OptionError:
+        raise OptionError(f"{what}: {raw!r} must be START:END (frames, END not included)") from None
+    if not 0 <= start < end:
+        raise OptionError(f"{what} {start}:{end}: need 0 <= START < END")
+    return start, end
+
+
 def coerce(opt: Option, raw: Any) -> Any:
     """The field value for ``raw`` as a UI, the CLI or a JSON client gives it; ``OptionError`` if
     the option does not accept it. Booleans are validated, never coerced (``"false"`` is refused)."""
@@ -274,6 +288,8 @@ def coerce(opt: Option, raw: Any) -> Any:
         if not (0 <= top < bottom and 0 <= left < right):
             raise OptionError(f"{label} {box}: need 0 <= top < bottom and 0 <= left < right")
         return box
+    if kind == "range":
+        return _frame_range(opt, raw, label)
     if kind == "controlnets":
         from .refine.base import ControlSpec
 
@@ -486,6 +502,9 @@ def _json_type(opt: Option) -> dict[str, Any]:
     elif k in ("ints4", "box"):
         four = {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4}
         s = {"anyOf": [four, {"type": "string"}]}
+    elif k == "range":
+        two = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2}
+        s = {"anyOf": [two, {"type": "string"}]}
     elif k == "controlnets":
         s = {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}}
     else:

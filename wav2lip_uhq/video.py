@@ -17,7 +17,7 @@ import os
 import queue
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -655,7 +655,7 @@ class VideoWriter:
             self._stop_thread()
             if self._error is not None:
                 raise self._error
-            self._mux(self.vstream.encode(None))
+            self._mux(self._flush_video())
             if self.astream is not None:
                 self._write_audio_until(None)  # the whole audio, as upstream (no -shortest)
                 self._mux(self.astream.encode(None))
@@ -666,6 +666,9 @@ class VideoWriter:
             raise
         self._closed = True
         return self.path
+
+    def _flush_video(self):
+        return self.vstream.encode(None)
 
     def abort(self) -> None:
         """Drop the partial output."""
@@ -686,3 +689,89 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+class _RemuxWriter(VideoWriter):
+    """A ``VideoWriter`` whose video stream is copied from a template (packets, no encoder);
+    the audio is encoded and interleaved as ``VideoWriter`` does it."""
+
+    def __init__(self, path: Path, template, audio: AudioTrack | None, settings: EncodeSettings) -> None:
+        self._template = template
+        self.codec, self.time_base = template.codec_context.name, template.time_base  # what parts must match
+        cc = template.codec_context
+        super().__init__(path, cc.width, cc.height, template.average_rate or template.guessed_rate, audio,
+                         settings, background=False)
+
+    def _add_video_stream(self, settings: EncodeSettings) -> None:
+        self.vstream = self.container.add_stream_from_template(self._template)
+        self.vstream.time_base = self._template.time_base
+
+    def _flush_video(self):
+        return []
+
+    def copy(self, packet, shift: int) -> None:
+        """One video packet of a part, its timestamps moved by ``shift`` (in its time base)."""
+        packet.pts = None if packet.pts is None else packet.pts + shift
+        packet.dts = None if packet.dts is None else packet.dts + shift
+        ts, base = packet.pts if packet.pts is not None else packet.dts, packet.time_base
+        packet.stream = self.vstream  # muxing rescales from the part's time base
+        self.container.mux(packet)
+        if self.astream is not None and ts is not None and base is not None:
+            self._write_audio_until(float((ts + (packet.duration or 0)) * base))
+
+
+def join_videos(parts: Sequence[Path], out: Path, audio: AudioTrack | None,
+                settings: EncodeSettings = EncodeSettings()) -> int:
+    """Concatenate video-only ``parts`` (encoded alike, each starting with a key frame) into ``out``
+    by copying their packets, no decode and no re-encode, and mux ``audio`` once, encoded as
+    ``VideoWriter`` encodes it. ``out`` appears only when complete. Returns the frame count."""
+    import av
+
+    if not parts:
+        raise OutputError(f"{out}: nothing to join")
+    first = av.open(str(parts[0]))
+    try:
+        writer = _RemuxWriter(Path(out), first.streams.video[0], audio, settings)
+    finally:
+        first.close()
+    frames, shift = 0, 0
+    try:
+        for part in parts:
+            frames, shift = _copy_part(writer, Path(part), frames, shift)
+        writer.frames = frames
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return frames
+
+
+def _copy_part(writer: _RemuxWriter, part: Path, frames: int, shift: int) -> tuple[int, int]:
+    """Copy one part's video packets; (frames so far, the next part's timestamp shift)."""
+    import av
+
+    with av.open(str(part)) as container:
+        stream = container.streams.video[0]
+        if stream.codec_context.name != writer.codec:
+            raise OutputError(f"{part}: coded as {stream.codec_context.name}, the first part as {writer.codec}: "
+                              "parts must be encoded alike")
+        if stream.time_base != writer.time_base:
+            raise OutputError(f"{part}: time base {stream.time_base} differs from the first part's")
+        step, end, first = _frame_ticks(stream), shift, True
+        for packet in container.demux(stream):
+            if packet.dts is None and packet.pts is None:
+                continue  # the demuxer's flush packet
+            if first and not packet.is_keyframe:
+                raise OutputError(f"{part}: does not start with a key frame, so it cannot be joined by copying")
+            first = False
+            ts = packet.pts if packet.pts is not None else packet.dts
+            writer.copy(packet, shift)
+            end = max(end, ts + shift + step)
+            frames += 1
+    return frames, end
+
+
+def _frame_ticks(stream) -> int:
+    """One frame's duration in the stream's time base."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return max(1, round(1 / (Fraction(rate) * stream.time_base)))

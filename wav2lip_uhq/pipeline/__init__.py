@@ -37,7 +37,8 @@ from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
 from .model_bank import ModelBank, PipelineModels, uses_musetalk
 from .source import (
-    LOOP_CACHE_BYTES, FaceFrames, FaceTracking, loop_index, loop_mode, preprocess_frame, tracked_frames,
+    LOOP_CACHE_BYTES, FaceFrames, FaceTracking, loop_index, loop_mode, preprocess_frame, segment_span,
+    tracked_frames,
 )
 from .source import _check_box
 from .stages import Composite, FrameWork, Parse, Refine, Restore, Stage, Upscale  # noqa: F401 - FrameWork re-exported
@@ -120,12 +121,12 @@ class LipSyncPipeline:
         return stages
 
     def _loop(self, config: RunConfig, generator: Generator, audio: RunAudio, stages, sink, cancelled, report,
-              keep_sources: bool = False) -> FrameLoop:
+              keep_sources: bool = False, frames: int | None = None) -> FrameLoop:
         c = config.composite
         return FrameLoop(
             generator, audio, stages, sink, batch_size=config.batch_size, keep_silent=c.silence == "keep",
             aligned=c.aligned, keep_sources=keep_sources or c.debug_video is not None, cancelled=cancelled,
-            report=report,
+            report=report, frames=frames,
         )
 
     # -- one frame, for the UI ----------------------------------------------------------------
@@ -194,16 +195,19 @@ class LipSyncPipeline:
         try:
             tracking = FaceTracking(config, info, audio.frames, detector,
                                     self._track(config, landmarks, frames.width, frames.height))
+            span = segment_span(config, info, audio.frames, tracking.stream)  # --segment: a part of the run
+            n = span.end - span.start
             rate = info.frame_rate if not info.is_image else _fraction(fps)
-            encoder = Encoder.open(out, frames.width, frames.height, rate, track_audio, config)
+            encoder = Encoder.open(out, frames.width, frames.height, rate, None if config.frames.segment else
+                                   track_audio, config)
             t_loop = time.perf_counter()
             try:
-                with self._loop(config, generator, audio, stages, encoder, cancelled, report) as loop:
-                    for frame, geometry, i, j in tracked_frames(frames, tracking):  # decode -> track
+                with self._loop(config, generator, audio, stages, encoder, cancelled, report, frames=n) as loop:
+                    for frame, geometry, i, j in tracked_frames(frames, tracking, span):  # decode -> track
                         loop.push(frame, geometry, i, j)  # -> generate -> composite, post-process -> encode
                     loop.flush()
                 timings["lipsync"] = time.perf_counter() - t_loop
-                report("encoding", audio.frames, audio.frames)
+                report("encoding", n, n)
                 encoder.close()
             except BaseException:
                 encoder.abort()
@@ -212,10 +216,10 @@ class LipSyncPipeline:
             frames.close()
         timings["total"] = time.perf_counter() - t_start
         if loop.no_face:
-            log.warning("%d of %d frames had no face and were left unchanged", loop.no_face, audio.frames)
+            log.warning("%d of %d frames had no face and were left unchanged", loop.no_face, n)
         notes = _notes(config, info, encoder)
-        return RunResult(out, audio.frames, loop.no_face, fps, tracking.detection_cached, int(audio.silent.sum()),
-                         timings, notes)
+        return RunResult(out, n, loop.no_face, fps, tracking.detection_cached,
+                         int(audio.silent[span.start : span.end].sum()), timings, notes)
 
 
 def _notes(config: RunConfig, info, encoder: Encoder) -> list[str]:

@@ -34,6 +34,11 @@ BATCH_FRAME_BYTES = 96 * 1024 * 1024
 PREPARED_CACHE_BYTES = 512 * 1024 * 1024  # prepared generator inputs kept per source frame, at most
 
 
+def batch_length(batch_size: int, frame_nbytes: int) -> int:
+    """Frames per generator batch: ``batch_size``, fewer where they would pass ``BATCH_FRAME_BYTES``."""
+    return max(1, min(batch_size, -(-BATCH_FRAME_BYTES // max(1, frame_nbytes))))
+
+
 class Sink(Protocol):
     def write(self, item: FrameWork) -> None: ...
 
@@ -76,7 +81,8 @@ class Encoder:
         self.writer, self.debug_writer = writer, debug_writer
 
     @classmethod
-    def open(cls, out: Path, width: int, height: int, rate, track: AudioTrack, config) -> Encoder:
+    def open(cls, out: Path, width: int, height: int, rate, track: AudioTrack | None, config) -> Encoder:
+        """``track`` None: video only (a ``--segment``, whose join muxes the audio once)."""
         writer = VideoWriter(out, width, height, rate, track, config.encode)
         debug = config.composite.debug_video
         if debug is None:
@@ -125,12 +131,14 @@ class FrameLoop:
         keep_sources: bool = False,
         cancelled: Callable[[], bool] = lambda: False,
         report: ProgressFn = lambda stage, done, total: None,
+        frames: int | None = None,
     ) -> None:
+        """``frames``: how many output frames this loop writes, for the progress (default: all)."""
         self.generator, self.audio, self.stages, self.sink = generator, audio, list(stages), sink
         self.batch_size, self.keep_silent, self.aligned = batch_size, keep_silent, aligned
         self.keep_sources = keep_sources  # the sink reads the original frames too (debug overlay)
         self.cancelled, self.report = cancelled, report
-        self.n_out = audio.frames
+        self.n_out = audio.frames if frames is None else frames
         self.no_face = 0
         self.written = 0
         self._batch: list[FrameWork] = []
@@ -149,11 +157,14 @@ class FrameLoop:
         self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def push(self, frame: np.ndarray, geometry: FaceGeometry, index: int, source_index: int) -> None:
-        """Queue output frame ``index`` (``frame`` is only read, never written)."""
+        """Queue output frame ``index`` (``frame`` is only read, never written). Batches end on
+        multiples of their length counted from output frame 0, so a ``--segment`` run batches its
+        frames as the whole run does (the same generator calls, the same results)."""
         if not geometry.valid:
             self.no_face += 1
         self._batch.append(FrameWork(index, frame, source_index, geometry, keep_source=self.keep_sources))
-        if len(self._batch) >= self.batch_size or len(self._batch) * frame.nbytes >= BATCH_FRAME_BYTES:
+        n = batch_length(self.batch_size, frame.nbytes)
+        if len(self._batch) >= n or (index + 1) % n == 0:
             self._submit()
 
     def flush(self) -> None:

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -181,6 +182,7 @@ class FaceTracking:
         self.info = info
         _check_box(config, stream.width, stream.height)
         self.batch_size = config.faces.batch_size
+        self.offset = 0  # the source frame the stream's first frame is (a --segment's context start)
         self._det_key = self._lm_key = None
         self.cached_dets = self.cached_lms = None
         # Caches: keyed by the face file's content and everything that changes the result.
@@ -223,7 +225,7 @@ class FaceTracking:
 
     def add(self, frames_bgr: list[np.ndarray]) -> None:
         """Detect (unless cached) and add a batch of frames to the track."""
-        start = len(self.stream.raw)
+        start = self.offset + len(self.stream.raw)
         if self.cached_dets is not None:
             dets = self.cached_dets[start : start + len(frames_bgr)]
         elif self.config.faces.box is not None:
@@ -233,8 +235,13 @@ class FaceTracking:
         lms = self.cached_lms[start : start + len(frames_bgr)] if self.cached_lms is not None else None
         self.stream.add(dets, frames_bgr, lms)
 
-    def finish(self, n_frames: int) -> None:
-        """After the first pass: a video without any face is an error; new detections are cached."""
+    def finish(self, n_frames: int, whole: bool = True) -> None:
+        """After the first pass: a video without any face is an error; new detections are cached.
+        A part of a run (``whole`` False) caches nothing and leaves faceless frames as they are."""
+        if not whole:
+            if not any(g.valid for g in self.stream.final):
+                log.warning("%s: no face in this segment's frames; they are left unchanged", self.config.face)
+            return
         if not any(g.valid for g in self.stream.final):
             raise NoFaceError(self._no_face_message(n_frames))
         if self.cached_dets is None and self._det_key is not None:
@@ -243,25 +250,86 @@ class FaceTracking:
             self._lm_cache.save(self._lm_key, self.stream.raw_landmarks)
 
 
-def tracked_frames(frames: FaceFrames, tracking: FaceTracking) -> Iterator[tuple[np.ndarray, FaceGeometry, int, int]]:
-    """Decode -> track: (frame, geometry, output index, source index) in output order."""
+@dataclass(frozen=True)
+class Span:
+    """The output frames a run writes, [start, end), and the source frames it tracks for them:
+    from ``track_from`` (0 when loops need every frame) up to ``track_to`` (None: the end)."""
+
+    start: int
+    end: int
+    track_from: int = 0
+    track_to: int | None = None
+
+    @property
+    def tracks_all(self) -> bool:
+        """Every source frame is tracked (what caches are made of)."""
+        return self.track_from == 0 and self.track_to is None
+
+
+def segment_span(config: RunConfig, info: MediaInfo, n_out: int, stream: FaceTrackStream) -> Span:
+    """The span of ``--segment`` (the whole run without one). A segment's frames get the single
+    run's geometry: tracking starts early enough for the smoothing's look-behind (at a detection
+    batch boundary, so batches match too) and runs on for its look-ahead."""
+    seg = config.frames.segment
+    if seg is None:
+        return Span(0, n_out)
+    start, end = int(seg[0]), min(int(seg[1]), n_out)
+    where = f"{config.face}: --segment {seg[0]}:{seg[1]}"
+    if not 0 <= start < end:
+        raise InputError(f"{where} is outside the run's {n_out} output frames (0:{n_out})")
+    if config.mode == "uhq" and config.refine.temporal_blend > 0:
+        raise InputError(f"{where}: uhq with --temporal-blend carries each refinement into the next frame, "
+                         "so a segment cannot start mid-run; use --temporal-blend 0 or run it whole")
+    if info.is_image or not info.frame_count or end > info.frame_count:
+        return Span(start, end)  # into the loops: any source frame may be needed, track them all
+    after = stream.lookahead
+    before = max(2 * getattr(stream, "_box_lookahead", after), after)  # centred windows look back 2x as far
+    batch = config.faces.batch_size
+    return Span(start, end, max(0, start - before) // batch * batch, end + after)
+
+
+def tracked_frames(
+    frames: FaceFrames, tracking: FaceTracking, span: Span | None = None
+) -> Iterator[tuple[np.ndarray, FaceGeometry, int, int]]:
+    """Decode -> track: (frame, geometry, output index, source index) in output order, for the
+    output frames of ``span`` (default: all); frames tracked only as context are dropped."""
+    span = span or Span(0, frames.n_out)
+    off = tracking.offset = span.track_from
     pending: dict[int, np.ndarray] = {}
     batch: list[np.ndarray] = []
     for j, frame in enumerate(frames.first_pass()):
+        if span.track_to is not None and j >= span.track_to:
+            break
+        if j < off:
+            continue  # before the segment's context: decoded, not tracked
         pending[j] = frame
         batch.append(frame)
         if len(batch) >= tracking.batch_size:
             tracking.add(batch)
             batch = []
-            for k, geo in tracking.stream.ready():
-                yield pending.pop(k), geo, k, k
+            yield from _in_span(tracking.stream.ready(), pending, span)
     if batch:
         tracking.add(batch)
-    for k, geo in tracking.stream.ready(end=True):
-        yield pending.pop(k), geo, k, k
-    tracking.finish(frames.count)
+    yield from _in_span(tracking.stream.ready(end=True), pending, span)
+    if span.track_to is not None and frames.count < span.end:
+        raise InputError(f"{frames.config.face}: the video has {frames.count} frames, fewer than its header "
+                         f"says; run it whole instead of --segment")
+    tracking.finish(frames.count, whole=span.tracks_all)
+    if span.track_to is not None:
+        return  # the segment ends inside the first pass
     for i, j, frame in frames.loops():
-        yield frame, tracking.stream.geometry(j), i, j
+        if i >= span.end:
+            break
+        if i >= span.start:
+            yield frame, tracking.stream.geometry(j), i, j
+
+
+def _in_span(ready, pending: dict[int, np.ndarray], span: Span):
+    for k, geo in ready:
+        j = k + span.track_from
+        frame = pending.pop(j)
+        if span.start <= j < span.end:
+            yield frame, geo, j, j
 
 
 def _check_box(config: RunConfig, width: int, height: int) -> None:
