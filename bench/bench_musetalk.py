@@ -76,9 +76,8 @@ def networks(models: str | None, device: str):
 
     if models:
         return mt.load_networks(mt.find_files(models), device, torch.float32)
-    from transformers import WhisperFeatureExtractor
-
     from musetalk_helpers import PREPROCESSOR, VAE_CONFIG, WHISPER_CONFIG, built
+    from transformers import WhisperFeatureExtractor
 
     extractor = WhisperFeatureExtractor(
         **{k: v for k, v in PREPROCESSOR.items() if k not in ("feature_extractor_type", "processor_class")}

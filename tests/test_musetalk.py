@@ -5,30 +5,25 @@ the generator on tiny networks through the pipeline (CPU, offline)."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
-
 from musetalk_helpers import (
-    REFERENCE, SPEECH, TINY_UNET, TINY_VAE, TINY_WHISPER, VAE_CONFIG, WHISPER_CONFIG, built, write_folder,
+    REFERENCE,
+    SPEECH,
+    VAE_CONFIG,
+    WHISPER_CONFIG,
+    built,
 )
-from wav2lip_uhq import checkpoints
-from wav2lip_uhq.errors import CheckpointError
-from wav2lip_uhq.generators.musetalk import MuseTalkGenerator, WhisperPrompts, fit_box, musetalk_box
+
+from wav2lip_uhq.generators.musetalk import WhisperPrompts
 from wav2lip_uhq.models import musetalk as mt
-from wav2lip_uhq.models.loading import generator_kind
 
 
 @pytest.fixture(scope="module")
 def golden():
     return np.load(REFERENCE / "golden.npz")
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("musetalk") / "models")
 
 
 def _specs(name):
@@ -50,9 +45,8 @@ def test_networks_have_the_released_keys_and_shapes():
 # -- numerics against MuseTalk's own outputs ----------------------------------------------------
 @pytest.fixture(scope="module")
 def whisper_full():
-    from transformers import WhisperFeatureExtractor
-
     from musetalk_helpers import PREPROCESSOR
+    from transformers import WhisperFeatureExtractor
 
     extractor = WhisperFeatureExtractor(**{k: v for k, v in PREPROCESSOR.items() if k not in (
         "feature_extractor_type", "processor_class")})

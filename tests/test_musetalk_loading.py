@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from musetalk_helpers import write_folder
+
 from wav2lip_uhq import checkpoints
 from wav2lip_uhq.checkpoints import MUSETALK, resolve_checkpoint
 from wav2lip_uhq.errors import CheckpointError

@@ -8,9 +8,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from media_helpers import moving_face_frames, write_video
 from musetalk_helpers import write_folder
+
 from wav2lip_uhq.config import FaceOptions, RunConfig
 from wav2lip_uhq.generators.musetalk import EXTRA_MARGIN, MuseTalkGenerator, musetalk_box
 from wav2lip_uhq.models import musetalk as mt

@@ -187,7 +187,7 @@ class MuseTalkGenerator:
         """MuseTalk's box from the (smoothed) landmarks, extended below the chin; exactly the
         tracked box with ``--box`` or without landmarks. Clipped to the frame in ``prepare``."""
         lms = geometry.landmarks
-        box = tuple(int(round(v)) for v in geometry.box)
+        box = tuple(int(round(v)) for v in geometry.box)  # noqa: RUF046 - numpy floats
         if not self.fixed_box and lms is not None:
             x1, y1, x2, y2 = musetalk_box(lms, box)
             box = (x1, y1, x2, y2 + self.extra_margin)

@@ -207,7 +207,7 @@ def encode_mel(nets: MuseTalkNetworks, mel: np.ndarray) -> np.ndarray:
 
 def frame_count(seconds: float, fps: float, cover: bool) -> int:
     """MuseTalk's floor(seconds x fps); ``cover``: enough frames for the whole audio."""
-    return int(math.ceil(seconds * fps - 1e-6)) if cover else int(seconds * fps)
+    return math.ceil(seconds * fps - 1e-6) if cover else int(seconds * fps)
 
 
 def pad_steps(steps: np.ndarray, fps: float) -> np.ndarray:
