@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import Wav2LipUHQError
 from .arguments import add_run_arguments, config_from_args
 from .batch import add_batch_arguments, cmd_batch
-from .commands import cmd_app, cmd_models, cmd_run, cmd_voices
+from .commands import add_split_arguments, cmd_app, cmd_models, cmd_run, cmd_voices
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="lip-sync a face video/image to an audio file")
     add_run_arguments(r)
+    add_split_arguments(r)
 
     b = sub.add_parser("batch", help="many face/audio pairs from a manifest or two folders (resumable; "
                        "--workers N, --ray ADDRESS)")

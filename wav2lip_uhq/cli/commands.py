@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from ..errors import InputError
 
@@ -87,6 +88,30 @@ def speak_for_run(args) -> bool:
     return True
 
 
+def add_split_arguments(parser) -> None:
+    """``run --workers N`` / ``--ray``: one long run split into time segments run in parallel."""
+    g = parser.add_argument_group("one run across workers (time segments, joined without re-encoding)")
+    g.add_argument("--workers", type=int, help="split the run into N segments run by N processes on this machine "
+                   "(one GPU each where there are several), or with --ray by N actors")
+    g.add_argument("--ray", metavar="ADDRESS", help="run the segments on Ray: a cluster address, auto, or local")
+    g.add_argument("--ray-gpus", type=float, help="GPUs per Ray actor (default: 1 if the cluster has GPUs, else 0)")
+    g.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per Ray actor (default 1)")
+
+
+def _split(args) -> bool:
+    return bool(args.ray) or (args.workers is not None and args.workers != 1)
+
+
+def _run_split(args, config, update):
+    """``--workers N`` / ``--ray``: the segments on a batch backend, then the join."""
+    from ..batch.segments import run_split
+    from .batch import backend_for
+
+    backend = backend_for(args, config.device)
+    parts = args.workers or 2
+    return run_split(config, backend, parts, update)
+
+
 def cmd_run(args) -> int:
     from ..options import field_values
     from .arguments import config_from_args, option_values
@@ -105,12 +130,15 @@ def cmd_run(args) -> int:
     from ..pipeline import run
 
     update, close = _progress_bar(args.quiet)
+    t0 = time.perf_counter()
     try:
-        result = run(config, progress=update)
+        result = _run_split(args, config, update) if _split(args) else run(config, progress=update)
     finally:
         close()
-    msg = f"wrote {result.output} ({result.frames} frames at {result.fps:g} fps, {result.timings['total']:.1f} s)"
-    if result.frames_without_face:
+    seconds = time.perf_counter() - t0 if _split(args) else result.timings["total"]
+    parts = f" in {len(result.segments)} segments" if _split(args) else ""
+    msg = f"wrote {result.output} ({result.frames} frames at {result.fps:g} fps{parts}, {seconds:.1f} s)"
+    if getattr(result, "frames_without_face", 0):
         msg += f"; {result.frames_without_face} frames without a face were left unchanged"
     if spoken:
         from ..ui_runner import save_speech
@@ -119,7 +147,7 @@ def cmd_run(args) -> int:
         if saved is not None:
             msg += f"; spoken audio saved as {saved}"
     print(msg)
-    for note in result.notes:
+    for note in getattr(result, "notes", ()):
         print(f"note: {note}")
     return 0
 
