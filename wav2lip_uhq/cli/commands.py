@@ -91,7 +91,7 @@ def speak_for_run(args) -> bool:
 def add_split_arguments(parser) -> None:
     """``run --workers N`` / ``--ray``: one long run split into time segments run in parallel."""
     g = parser.add_argument_group("one run across workers (time segments, joined without re-encoding)")
-    g.add_argument("--workers", type=int, help="split the run into N segments run by N processes on this machine "
+    g.add_argument("--workers", type=int, metavar="N", help="split the run into N segments run by N processes on this machine "
                    "(one GPU each where there are several), or with --ray by N actors")
     g.add_argument("--ray", metavar="ADDRESS", help="run the segments on Ray: a cluster address, auto, or local")
     g.add_argument("--ray-gpus", type=float, help="GPUs per Ray actor (default: 1 if the cluster has GPUs, else 0)")
@@ -126,6 +126,12 @@ def cmd_run(args) -> int:
     from ..devices import check_device_name
 
     check_device_name(config.device)
+    if _split(args):  # what cannot be split: one line before models load
+        from ..batch.segments import check_splittable
+
+        if args.workers is not None and args.workers < 1:
+            raise InputError(f"--workers must be at least 1 (got {args.workers})")
+        check_splittable(config)
     fetch_models(config, args.quiet)
     from ..pipeline import run
 
