@@ -9,8 +9,8 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from media_helpers import moving_face_frames, write_video
+
 from wav2lip_uhq.batch import SerialBackend
 from wav2lip_uhq.batch.segments import plan_segments, run_split
 from wav2lip_uhq.cli import main
@@ -95,6 +95,19 @@ def test_a_segment_is_video_only_and_refuses_what_cannot_be_split(moving_face_vi
     assert not (tmp_path / "late.mkv").exists() and not (tmp_path / "x.mkv").exists()
 
 
+@pytest.mark.parametrize("name,lossless", [("intra.mkv", True), ("h264.mp4", False)])
+def test_decoding_from_a_frame_gives_the_frames_of_a_decode_from_the_start(tmp_path, name, lossless):
+    """``iter_frames(start=k)`` (a segment's decode: a seek to the key frame before k where the
+    timestamps say which frame k is) is frame k on of the whole decode."""
+    frames, _ = moving_face_frames(40, step=1)
+    video = write_video(tmp_path / name, frames, lossless=lossless)
+    whole = frames_of(video)
+    for k in (1, 17, 39):
+        part = list(iter_frames(video, start=k))
+        assert len(part) == 40 - k and all(np.array_equal(a, b) for a, b in zip(part, whole[k:]))
+    assert len(list(iter_frames(video, start=17, limit=5))) == 5
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_h264_join_copies_packets_with_no_gap_or_duplicate_at_the_seam(tmp_path, suffix):
     """Two H.264 parts (B-frames, each from a key frame) joined: every frame once at a steady rate,
@@ -116,7 +129,7 @@ def test_h264_join_copies_packets_with_no_gap_or_duplicate_at_the_seam(tmp_path,
         v = c.streams.video[0]
         times = [f.time for f in c.decode(v)]
     assert len(times) == 50 and np.allclose(np.diff(times), 0.04, atol=1e-3) and abs(times[0]) < 1e-3
-    packets = lambda p: [bytes(k) for k in av.open(str(p)).demux(video=0) if k.size]  # noqa: E731
+    packets = lambda p: [bytes(k) for k in av.open(str(p)).demux(video=0) if k.size]
     assert packets(out) == packets(parts[0]) + packets(parts[1])
     assert audio_of(out).shape[1] >= 32000
     decoded = frames_of(out)

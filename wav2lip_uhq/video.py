@@ -12,6 +12,7 @@ their matrix and range, so pixels a run does not touch come back as they went in
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import queue
@@ -266,14 +267,16 @@ def _to_bgr(frame) -> np.ndarray:
 
 
 def iter_frames(
-    path: str | Path, limit: int | None = None, rate: Fraction | None = None
+    path: str | Path, limit: int | None = None, rate: Fraction | None = None, start: int = 0
 ) -> Iterator[np.ndarray]:
     """Decode frames (BGR uint8) one by one, applying the container's rotation metadata.
 
     Frames come on a constant grid of ``rate`` (default: ``probe(path).frame_rate`` when the
     video is variable-rate, else every frame in order): output frame i is the input frame on
     screen at the middle of output frame i's interval, (i + 0.5) / rate, duplicated or dropped
-    by timestamp. ``limit`` counts output frames.
+    by timestamp. ``limit`` counts output frames. ``start``: begin at frame ``start`` (the same
+    frame as the ``start``-th of a decode from the beginning; by seeking where the timestamps
+    say exactly which frame that is, else by decoding and dropping the frames before it).
 
     A file that stops decoding part way raises InputError after the frames already yielded;
     a file with no decodable frame raises InputError.
@@ -292,12 +295,20 @@ def iter_frames(
             raise InputError(f"{path}: contains no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        first_pts = _seek(container, stream, start) if start and rate is None else None
         frames = _decoded(container, stream, path, n_in)
+        if first_pts is not None:
+            frames = _from_pts(container, stream, frames, first_pts, start, (path, n_in))
+        elif start:
+            frames = itertools.islice(frames if rate is None else _on_grid(frames, Fraction(rate)), start, None)
+            rate = None
         for frame in frames if rate is None else _on_grid(frames, Fraction(rate)):
             yield _to_bgr(frame)
             n += 1
             if limit is not None and n >= limit:
                 return
+        if first_pts is not None:
+            return  # the frame count check needs the frames before the seek
         expected = stream.frames
         if expected and n_in[0] < expected - 1:
             raise InputError(
@@ -305,6 +316,43 @@ def iter_frames(
             )
     if n == 0:
         raise InputError(f"{path}: no video frame could be decoded (corrupt or truncated file)")
+
+
+def _seek(container, stream, start: int) -> int | None:
+    """Seek to the key frame before frame ``start``; that frame's timestamp, to drop the frames
+    before it. None (nothing moved) where the timestamps do not say which frame it is: missing or
+    repeated ones, or fewer frames than ``start``."""
+    import av
+
+    pts = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                pts.append(packet.pts)
+    except av.FFmpegError:
+        pts.append(None)
+    if None in pts or len(set(pts)) != len(pts) or len(pts) <= start:
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+        return None
+    target = sorted(pts)[start]
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+    return target
+
+
+def _from_pts(container, stream, frames: Iterator, target: int, start: int, where: tuple) -> Iterator:
+    """The frames from timestamp ``target`` on, after ``_seek``; where the seek went past it,
+    from the beginning instead, dropping ``start`` frames."""
+    for frame in frames:
+        if frame.pts is not None and frame.pts < target:
+            continue
+        if frame.pts != target:
+            log.debug("%s: the seek to frame %d missed; decoding from the start", where[0], start)
+            container.seek(0, stream=stream, backward=True, any_frame=False)
+            yield from itertools.islice(_decoded(container, stream, *where), start, None)
+            return
+        yield frame
+        break
+    yield from frames
 
 
 def _decoded(container, stream, path: Path, counter: list[int]) -> Iterator:

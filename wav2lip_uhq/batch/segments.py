@@ -13,6 +13,7 @@ lossless mode the result is frame for frame the single run's.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import shutil
@@ -60,7 +61,7 @@ def plan_segments(n_frames: int, parts: int, min_frames: int = MIN_SEGMENT_FRAME
         raise ValueError(f"cannot split {n_frames} frames into {parts} segments")
     parts = max(1, min(parts, n_frames // max(1, min_frames)))
     edges = [round(k * n_frames / parts) for k in range(parts + 1)]
-    return [(a, b) for a, b in zip(edges, edges[1:])]
+    return list(itertools.pairwise(edges))
 
 
 def part_suffix(out: Path, lossless: bool) -> str:

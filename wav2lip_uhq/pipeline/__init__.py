@@ -191,12 +191,12 @@ class LipSyncPipeline:
         generator = preloaded.result() if preloaded is not None else self._generator(config, device)
         audio = frame_audio(track_audio, wav, fps, generator, config)
 
-        frames = FaceFrames(config, info, audio.frames)  # decode: opened once, first frame peeked
+        span = segment_span(config, info, audio.frames, self._track(config, landmarks, 1, 1))  # --segment
+        n = span.end - span.start
+        frames = FaceFrames(config, info, audio.frames, span.track_from)  # decode: opened once, first frame peeked
         try:
             tracking = FaceTracking(config, info, audio.frames, detector,
                                     self._track(config, landmarks, frames.width, frames.height))
-            span = segment_span(config, info, audio.frames, tracking.stream)  # --segment: a part of the run
-            n = span.end - span.start
             rate = info.frame_rate if not info.is_image else _fraction(fps)
             encoder = Encoder.open(out, frames.width, frames.height, rate, None if config.frames.segment else
                                    track_audio, config)

@@ -106,26 +106,28 @@ def threaded(iterator: Iterator, maxsize: int = 8) -> Iterator:
         stop.set()
 
 
-def _decoded(config: RunConfig, limit: int | None = None) -> Iterator[np.ndarray]:
-    """Preprocessed frames of the face input, decoded in a thread."""
-    return threaded(preprocess_frame(f, config.frames) for f in iter_frames(config.face, limit=limit))
+def _decoded(config: RunConfig, limit: int | None = None, start: int = 0) -> Iterator[np.ndarray]:
+    """Preprocessed frames of the face input from frame ``start``, decoded in a thread."""
+    frames = iter_frames(config.face, limit=limit, start=start)
+    return threaded(preprocess_frame(f, config.frames) for f in frames)
 
 
 class FaceFrames:
     """The decode stage: the first pass, then the loops when the audio outlasts the video."""
 
-    def __init__(self, config: RunConfig, info: MediaInfo, n_out: int) -> None:
-        self.config, self.n_out = config, n_out
-        self._stream = _decoded(config, limit=n_out)
+    def __init__(self, config: RunConfig, info: MediaInfo, n_out: int, start: int = 0) -> None:
+        """``start`` > 0: the first pass begins at that frame (a ``--segment`` inside the video)."""
+        self.config, self.n_out, self.start = config, n_out, start
+        self._stream = _decoded(config, limit=n_out - start, start=start)
         try:
             self.first = next(self._stream)
         except StopIteration:
             raise InputError(f"{config.face}: no frame could be decoded") from None
         self.height, self.width = self.first.shape[:2]
         # Frames are kept for later loops only when the audio outlasts the video.
-        loops = info.is_image or not info.frame_count or info.frame_count < n_out
+        loops = start == 0 and (info.is_image or not info.frame_count or info.frame_count < n_out)
         self._kept: list[np.ndarray] | None = [] if loops else None
-        self.count = 0  # frames of the first pass so far
+        self.count = start  # frames of the first pass so far (counted from frame 0)
 
     def first_pass(self) -> Iterator[np.ndarray]:
         kept_bytes = 0
@@ -297,11 +299,11 @@ def tracked_frames(
     off = tracking.offset = span.track_from
     pending: dict[int, np.ndarray] = {}
     batch: list[np.ndarray] = []
-    for j, frame in enumerate(frames.first_pass()):
+    for j, frame in enumerate(frames.first_pass(), frames.start):
         if span.track_to is not None and j >= span.track_to:
             break
         if j < off:
-            continue  # before the segment's context: decoded, not tracked
+            continue  # before the segment's context (where the decode could not seek): not tracked
         pending[j] = frame
         batch.append(frame)
         if len(batch) >= tracking.batch_size:
