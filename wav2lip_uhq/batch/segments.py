@@ -133,7 +133,7 @@ def _run_rows(backend, rows: list[BatchRow], n_est: int, progress: Progress) -> 
         elif event[0] == "finished":
             outcomes[event[1].index] = event[1]
 
-    backend.run(rows, report, retries=0)
+    backend.run(rows, report, retries=1)  # a worker that died, or a failure not of the input: once more
     for row in rows:
         outcome = outcomes.get(row.index)
         if outcome is None or outcome.status != "done":
