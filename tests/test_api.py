@@ -4,40 +4,23 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi import FastAPI  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
 
-from wav2lip_uhq.api import API_PREFIX, ApiPolicy, register_routes  # noqa: E402
-from wav2lip_uhq.ui_runner import UIRunner  # noqa: E402
+from api_helpers import api_client  # noqa: E402
+
+from wav2lip_uhq.api import API_PREFIX  # noqa: E402
 
 FAST = {"mode": "fast", "box": "80 200 170 280", "checkpoint": "test_w2l.pth", "batch_size": 4}
 
 
 @pytest.fixture
 def api(tmp_path, w2l_checkpoint, astronaut_png, speech_short):
-    models = tmp_path / "models"
-    models.mkdir()
-    shutil.copy(w2l_checkpoint, models / "test_w2l.pth")
-    media = tmp_path / "media"  # the one folder requests may read by path
-    media.mkdir()
-    shutil.copy(astronaut_png, media / "face.png")
-    shutil.copy(speech_short, media / "speech.wav")
-    policy = ApiPolicy(results_dir=tmp_path / "results", uploads_dir=tmp_path / "uploads",
-                       allowed_dirs=(media,), models_dir=models, max_upload_bytes=5_000_000)
-    runner = UIRunner(results_dir=policy.results_dir, models_dir=models, cache_dir=tmp_path / "cache",
-                      device="cpu")
-    app = FastAPI()
-    jobs = register_routes(app, runner, policy)
-    client = TestClient(app)
-    client.media, client.policy, client.jobs = media, policy, jobs
-    return client
+    return api_client(tmp_path, w2l_checkpoint, astronaut_png, speech_short)
 
 
 def b64(path: Path) -> dict:

@@ -4,7 +4,6 @@ limits, a bounded queue, output names reserved on acceptance, media probed befor
 from __future__ import annotations
 
 import base64
-import shutil
 import time
 from pathlib import Path
 
@@ -14,8 +13,9 @@ pytest.importorskip("fastapi")
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from wav2lip_uhq.api import API_PREFIX, ApiPolicy, authorized, parse_credentials, register_routes  # noqa: E402
-from wav2lip_uhq.ui_runner import UIRunner  # noqa: E402
+from api_helpers import api_client  # noqa: E402
+
+from wav2lip_uhq.api import API_PREFIX, authorized, parse_credentials  # noqa: E402
 
 FAST = {"mode": "fast", "box": "80 200 170 280", "checkpoint": "test_w2l.pth", "batch_size": 4}
 JOB = {"face": "face.png", "audio": "speech.wav", "settings": FAST}
@@ -35,22 +35,8 @@ def basic(user: str, password: str) -> dict:
 @pytest.fixture
 def make_api(tmp_path, w2l_checkpoint, astronaut_png, speech_short):
     def make(**kw):
-        models, media = tmp_path / "models", tmp_path / "media"
-        models.mkdir(exist_ok=True)
-        media.mkdir(exist_ok=True)
-        shutil.copy(w2l_checkpoint, models / "test_w2l.pth")
-        shutil.copy(astronaut_png, media / "face.png")
-        shutil.copy(speech_short, media / "speech.wav")
-        (media / "junk.png").write_bytes(b"this is not a picture")
-        route_kw = {k: kw.pop(k) for k in ("jobs_enabled", "credentials") if k in kw}
-        policy = ApiPolicy(results_dir=tmp_path / "results", uploads_dir=tmp_path / "uploads",
-                           allowed_dirs=(media,), models_dir=models, **kw)
-        runner = UIRunner(results_dir=policy.results_dir, models_dir=models, cache_dir=tmp_path / "cache",
-                          device="cpu")
-        app = FastAPI()
-        client = TestClient(app)
-        client.jobs = register_routes(app, runner, policy, **route_kw)
-        client.policy = policy
+        client = api_client(tmp_path, w2l_checkpoint, astronaut_png, speech_short, **kw)
+        (client.media / "junk.png").write_bytes(b"this is not a picture")
         return client
 
     return make

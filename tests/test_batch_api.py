@@ -12,35 +12,17 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi import FastAPI  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
 
-from wav2lip_uhq.api import API_PREFIX, ApiPolicy, register_routes  # noqa: E402
-from wav2lip_uhq.ui_runner import UIRunner  # noqa: E402
+from api_helpers import api_client  # noqa: E402
+
+from wav2lip_uhq.api import API_PREFIX  # noqa: E402
 
 FAST = {"mode": "fast", "box": "80 200 170 280", "checkpoint": "test_w2l.pth", "batch_size": 8}
 
 
 @pytest.fixture
 def make_api(tmp_path, w2l_checkpoint, astronaut_png, speech_short):
-    def make(**kw):
-        models, media = tmp_path / "models", tmp_path / "media"
-        models.mkdir(exist_ok=True)
-        media.mkdir(exist_ok=True)
-        shutil.copy(w2l_checkpoint, models / "test_w2l.pth")
-        shutil.copy(astronaut_png, media / "face.png")
-        shutil.copy(speech_short, media / "speech.wav")
-        policy = ApiPolicy(results_dir=tmp_path / "results", uploads_dir=tmp_path / "uploads",
-                           allowed_dirs=(media,), models_dir=models, max_upload_bytes=5_000_000)
-        runner = UIRunner(results_dir=policy.results_dir, models_dir=models, cache_dir=tmp_path / "cache",
-                          device="cpu")
-        app = FastAPI()
-        client = TestClient(app)
-        client.jobs = register_routes(app, runner, policy, **kw)
-        client.policy, client.media = policy, media
-        return client
-
-    return make
+    return lambda **kw: api_client(tmp_path, w2l_checkpoint, astronaut_png, speech_short, **kw)
 
 
 def finished(api, batch_id: str, timeout: float = 120.0) -> dict:
