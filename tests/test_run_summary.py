@@ -16,5 +16,5 @@ def test_fast_frame_count_and_odd_size_are_explained(tmp_path, astronaut_png, sp
     out = capsys.readouterr().out
     assert code == 0 and "wrote" in out
     notes = [line for line in out.splitlines() if line.startswith("note: ")]
-    assert any("upstream's frame count" in n for n in notes)
+    assert any("reference implementation's frame count" in n for n in notes)
     assert any("509x511 was written as 510x512" in n for n in notes)

@@ -226,8 +226,9 @@ def _notes(config: RunConfig, info, encoder: Encoder) -> list[str]:
     """Where the result differs from what a user would assume, in words for the summary."""
     notes = []
     if config.mode == "fast":
-        notes.append("fast mode keeps upstream's frame count (its last mel window ends before the audio does); "
-                     "the other modes cover the audio to its end")
+        notes.append("fast mode keeps the reference implementation's frame count (Wav2Lip: its last mel window "
+                     "ends before the audio does; MuseTalk: whole seconds x fps); the other modes cover the audio "
+                     "to its end")
     if getattr(info, "is_vfr", False):
         notes.append(f"the input has a variable frame rate: it was read at a constant {info.fps:g} fps by timestamp")
     writer = encoder.writer
