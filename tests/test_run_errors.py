@@ -80,3 +80,15 @@ def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, astron
     assert code == 1 and err.count("\n") == 1 and "No space left on device" in err, err
     assert "o" in err and not (tmp_path / "o.mp4").exists()
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name or p.name.endswith(".reserved")]
+
+
+def test_the_models_a_run_needs_follow_the_model_banks_rule(tmp_path):
+    from wav2lip_uhq.config import RunConfig
+    from wav2lip_uhq.model_needs import needed_checkpoints
+
+    def needs(**kw):
+        return needed_checkpoints(RunConfig(face=tmp_path / "f.png", audio=tmp_path / "a.wav", **kw))
+
+    assert needs(mode="fast") == ["wav2lip_gan", "s3fd"]  # no landmarks in fast mode
+    assert needs(mode="improved") == ["wav2lip_gan", "s3fd", "fan"]
+    assert "fan" in needs(mode="fast", checkpoint="musetalk")  # MuseTalk's box comes from landmarks

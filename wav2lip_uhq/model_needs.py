@@ -10,13 +10,25 @@ from pathlib import Path
 
 from .errors import CheckpointError
 
-LANDMARK_MODES = ("improved", "enhanced", "uhq")
+LANDMARK_MODES = ("improved", "enhanced", "uhq")  # the modes that composite through landmark masks
 OFFLINE_HINT = "or run offline with --detector dlib (dlib detection and landmarks need no download)"
 
 
+def uses_musetalk(config, box_too: bool = False) -> bool:
+    """The run's generator is MuseTalk's, whose box comes from landmarks in every mode (so
+    False with ``--box``, which fixes the box, unless ``box_too``)."""
+    if (config.faces.box is not None and not box_too) or config.checkpoint is None:
+        return False
+    from .musetalk_layout import musetalk_root
+
+    name = str(config.checkpoint)
+    return name == "musetalk" or musetalk_root(name) is not None
+
+
 def landmark_backend(config) -> str | None:
-    """The 68-point landmark model a run uses: ``fan``, ``dlib`` or None (not needed)."""
-    if config.mode not in LANDMARK_MODES and not config.composite.aligned:
+    """The 68-point landmark model a run uses: ``fan``, ``dlib`` or None (not needed). The one
+    rule for the model bank and for the list of models a run needs."""
+    if config.mode not in LANDMARK_MODES and not config.composite.aligned and not uses_musetalk(config):
         return None
     name = config.composite.landmarks
     if name == "auto":  # dlib needs no download; FAN goes with S3FD detection

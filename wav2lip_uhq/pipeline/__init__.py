@@ -31,16 +31,23 @@ from ..errors import InputError, NoFaceError, Wav2LipUHQError
 from ..faces.stream import FaceTrackStream
 from ..generators import Generator
 from ..masks import MaskOptions
+from ..model_needs import uses_musetalk
 from ..outputs import reserve_output
 from ..video import iter_frames, probe
 from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
-from .model_bank import ModelBank, PipelineModels, uses_musetalk
+from .model_bank import ModelBank, PipelineModels
 from .source import (
-    LOOP_CACHE_BYTES, FaceFrames, FaceTracking, loop_index, loop_mode, preprocess_frame, segment_span,
+    LOOP_CACHE_BYTES,
+    FaceFrames,
+    FaceTracking,
+    _check_box,
+    loop_index,
+    loop_mode,
+    preprocess_frame,
+    segment_span,
     tracked_frames,
 )
-from .source import _check_box
 from .stages import Composite, FrameWork, Parse, Refine, Restore, Stage, Upscale  # noqa: F401 - FrameWork re-exported
 
 log = logging.getLogger(__name__)

@@ -20,20 +20,9 @@ from ..devices import resolve_precision
 from ..faces import create_detector
 from ..faces.landmarks import create_landmark_detector
 from ..generators import Generator, Wav2LipGenerator
+from ..model_needs import LANDMARK_MODES, landmark_backend
 
 T = TypeVar("T")
-LANDMARK_MODES = ("improved", "enhanced", "uhq")  # the modes that composite through landmark masks
-
-
-def uses_musetalk(config: RunConfig, box_too: bool = False) -> bool:
-    """The run's generator is MuseTalk's, whose box comes from landmarks in every mode (so
-    False with ``--box``, which fixes the box, unless ``box_too``)."""
-    if (config.faces.box is not None and not box_too) or config.checkpoint is None:
-        return False
-    from ..musetalk_layout import musetalk_root
-
-    name = str(config.checkpoint)
-    return name == "musetalk" or musetalk_root(name) is not None
 
 
 def for_run(generator: Generator, config: RunConfig) -> Generator:
@@ -147,11 +136,9 @@ class PipelineModels:
         )
 
     def landmarks(self, config: RunConfig, device: str):
-        if config.mode not in LANDMARK_MODES and not config.composite.aligned and not uses_musetalk(config):
+        name = landmark_backend(config)
+        if name is None:
             return None
-        name = config.composite.landmarks
-        if name == "auto":  # dlib needs no download; FAN goes with S3FD detection
-            name = "dlib" if config.faces.detector == "dlib" or config.faces.box is not None else "fan"
         path = None
         if name == "fan":
             path = config.composite.fan_path or resolve_checkpoint("fan", config.models_dir, config.allow_download)

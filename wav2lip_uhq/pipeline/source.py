@@ -54,7 +54,7 @@ def preprocess_frame(frame: np.ndarray, opts: FrameOptions) -> np.ndarray:
 def loop_mode(config: RunConfig) -> str:
     """``config.frames.loop``, except MuseTalk's reference behaviour (``fast`` with a MuseTalk
     checkpoint): its forward-then-backward cycle, both ends shown twice ("mirror")."""
-    from .model_bank import uses_musetalk
+    from ..model_needs import uses_musetalk
 
     return "mirror" if config.mode == "fast" and uses_musetalk(config, box_too=True) else config.frames.loop
 
