@@ -4,8 +4,10 @@ then an atomic rename. A crash leaves the old file (or none), never a truncated 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 import uuid
 from pathlib import Path
+from typing import Any
 
 
 def write_atomic(path: str | Path, data: bytes | str, *, parents: bool = False) -> Path:
@@ -23,3 +25,18 @@ def write_atomic(path: str | Path, data: bytes | str, *, parents: bool = False) 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def file_path(value: Any) -> Path | None:
+    """A path from what gradio gives for a file: str, tempfile (3.x ``.name``), dict, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        pass
+    elif isinstance(value, Mapping):  # gradio 4+ FileData as a dict
+        value = value.get("path") or value.get("name")
+    elif not isinstance(value, (list, tuple)):  # gradio 3.x tempfile wrapper: the path is .name
+        value = getattr(value, "name", value)
+    if isinstance(value, (list, tuple)):  # gr.Video output-style (video, subtitles)
+        value = value[0] if value else None
+    return Path(str(value)) if value else None

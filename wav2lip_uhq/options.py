@@ -271,7 +271,7 @@ def coerce(opt: Option, raw: Any) -> Any:
     if kind == "path":
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return None
-        from .ui.values import file_path  # gradio's file values too (str, dict, tempfile)
+        from .files import file_path  # gradio's file values too (str, dict, tempfile)
 
         path = file_path(raw.strip() if isinstance(raw, str) else raw)
         if path is None:

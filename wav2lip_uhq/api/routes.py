@@ -104,10 +104,11 @@ def register_routes(app, runner: UIRunner, policy: ApiPolicy, *, prefix: str = A
         return jobs
     clean_stale_uploads(policy)
 
-    def guarded(handler):
-        """The route answers 401 unless the request carries the host's credentials."""
+    def route(method: str, path: str, handler, **params) -> None:
+        """Register ``handler`` (sync or async, ``ApiError`` -> its 4xx); it answers 401 unless the
+        request carries the host's credentials."""
 
-        async def route(request, **kw):
+        async def endpoint(request, **kw):
             if not authorized(request.headers.get("authorization"), creds):
                 return error(401, "this server needs its API credentials (HTTP Basic)")
             try:
@@ -115,14 +116,6 @@ def register_routes(app, runner: UIRunner, policy: ApiPolicy, *, prefix: str = A
                 return (await result) if asyncio.iscoroutine(result) else result
             except ApiError as exc:
                 return error(exc.status, exc.message)
-
-        return route
-
-    def route(method: str, path: str, handler, **params) -> None:
-        wrapped = guarded(handler)
-
-        async def endpoint(request, **kw):
-            return await wrapped(request, **kw)
 
         # real classes for FastAPI (``from __future__ import annotations`` leaves strings)
         endpoint.__annotations__ = {"request": Request, **params}

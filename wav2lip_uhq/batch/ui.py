@@ -24,7 +24,7 @@ BATCH_FOLDER = "batch"
 
 def upload_name(value: Any) -> str | None:
     """The name a file had on the user's machine (gradio 3 renames uploads; ``orig_name`` keeps it)."""
-    from ..ui.values import file_path
+    from ..files import file_path
 
     orig = value.get("orig_name") if isinstance(value, dict) else getattr(value, "orig_name", None)
     path = file_path(value)
@@ -33,7 +33,7 @@ def upload_name(value: Any) -> str | None:
 
 def stage_uploads(files: Sequence[Any] | None, folder: Path) -> Path:
     """Links to the uploaded files under their own names in ``folder`` (what the pairing reads)."""
-    from ..ui.values import file_path
+    from ..files import file_path
 
     folder.mkdir(parents=True)
     for value in files or ():

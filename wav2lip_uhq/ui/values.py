@@ -7,11 +7,11 @@ option key of ``wav2lip_uhq.options`` (``pad_top`` for a part of ``pads``), plus
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..files import file_path
 from ..options import Option
 
 FACE_TYPES = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".jpg", ".jpeg", ".png", ".webp", ".bmp"]
@@ -24,21 +24,6 @@ PREVIEW_FRAME = Option("the output frame the preview shows", "run", key="preview
 
 class UIInputError(ValueError):
     """Bad or missing input, with a message for the user (shown as ``gr.Error``)."""
-
-
-def file_path(value: Any) -> Path | None:
-    """A path from what gradio gives for a file: str, tempfile (3.x ``.name``), dict, or None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (str, os.PathLike)):
-        pass
-    elif isinstance(value, Mapping):  # gradio 4+ FileData as a dict
-        value = value.get("path") or value.get("name")
-    elif not isinstance(value, (list, tuple)):  # gradio 3.x tempfile wrapper: the path is .name
-        value = getattr(value, "name", value)
-    if isinstance(value, (list, tuple)):  # gr.Video output-style (video, subtitles)
-        value = value[0] if value else None
-    return Path(str(value)) if value else None
 
 
 def ui_defaults() -> dict[str, Any]:
