@@ -12,6 +12,7 @@ from .faces.track import SMOOTHING
 from .masks import MASK_REGIONS
 from .options import check_fields, option
 from .refine.base import RefineOptions
+from .speakers import Speaker, TimeRange, parse_ranges, parse_speakers
 from .video import EncodeSettings
 
 MODES = ("fast", "feather", "improved", "enhanced", "uhq")
@@ -164,6 +165,18 @@ class RunConfig:
     composite: CompositeOptions = field(default_factory=CompositeOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)  # mode "uhq": SD refinement of the mouth
     speech: SpeechOptions = field(default_factory=SpeechOptions)  # text instead of audio (the CLI, UI, API)
+    ranges: tuple[TimeRange, ...] = option(
+        (), "lip-sync only these times of the video, START-END[@OFFSET] (seconds or m:ss.s; END empty: to the end; "
+        "OFFSET: where in the speech the range starts), comma-separated or repeated; the rest passes through "
+        "with the video's own audio", group="speakers", kind="ranges", cli="--range", label="time ranges",
+        widget="textbox")
+    delay: float = option(0.0, "seconds before the speech starts (at the start of the run, or of each range)",
+                          group="speakers", minimum=0.0, maximum=3600.0, step=0.1, widget="number",
+                          label="delay before speech")
+    speakers: tuple[Speaker, ...] = option(
+        (), "one more voice: face INDEX (from the left; -1: the largest) speaks AUDIO, in its own RANGES or the "
+        "run's; repeat for more (the audio and --face-index are the first speaker)", group="speakers",
+        kind="speakers", cli="--speaker", ui=False, label="extra speakers")
     device: str = option("auto", "auto, cpu, cuda, cuda:N, mps", group="compute", ui=False, client=False)
     precision: str = option("auto", "generator precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16 "
                             "(not in fast mode)", group="compute", choices=PRECISIONS)
@@ -187,6 +200,7 @@ class RunConfig:
         self.audio = Path(self.audio)
         if self.out is not None:
             self.out = Path(self.out)
+        self.ranges, self.speakers = parse_ranges(self.ranges, "time ranges"), parse_speakers(self.speakers)
         for group in (self, self.faces, self.frames):
             check_fields(group)  # composite, refine and encode check themselves
 

@@ -30,11 +30,12 @@ GROUPS = {  # group -> title (CLI argument group, UI section)
     "restoration": "restoration (enhanced)",
     "refinement": "refinement (uhq)",
     "speech": "text to speech (instead of --audio)",
+    "speakers": "several speakers and time ranges",
     "output": "output",
     "compute": "compute",
 }
 KINDS = ("bool", "int", "float", "str", "text", "choice", "path", "ints4", "box", "controlnets", "loras",
-         "paths", "range")
+         "paths", "range", "ranges", "speakers")
 _UNSET = object()
 
 
@@ -290,6 +291,13 @@ def coerce(opt: Option, raw: Any) -> Any:
         return box
     if kind == "range":
         return _frame_range(opt, raw, label)
+    if kind in ("ranges", "speakers"):
+        from .speakers import parse_ranges, parse_speakers
+
+        try:
+            return parse_ranges(raw, label) if kind == "ranges" else parse_speakers(raw)
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
     if kind == "controlnets":
         from .refine.base import ControlSpec
 
@@ -307,6 +315,10 @@ def to_plain(opt: Option, value: Any) -> Any:
         return "" if opt.kind in ("path", "box", "str", "text") else None
     if isinstance(value, Path):
         return str(value)
+    if opt.kind in ("ranges", "speakers"):
+        from .speakers import format_ranges, speaker_plain
+
+        return format_ranges(value) if opt.kind == "ranges" else [speaker_plain(s) for s in value]
     if opt.kind == "controlnets":
         return [dataclasses.asdict(c) for c in value]
     if isinstance(value, tuple):
@@ -507,6 +519,21 @@ def _json_type(opt: Option) -> dict[str, Any]:
         s = {"anyOf": [two, {"type": "string"}]}
     elif k == "controlnets":
         s = {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}}
+    elif k == "ranges":
+        one = {"type": "object", "required": ["start"], "additionalProperties": False,
+               "properties": {"start": {"type": ["number", "string"]}, "end": {"type": ["number", "string", "null"]},
+                              "offset": {"type": ["number", "string"]}}}
+        s = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"anyOf": [{"type": "string"}, one]}}]}
+    elif k == "speakers":
+        media = {"anyOf": [{"type": "string"}, {"type": "object", "required": ["base64", "name"],
+                                                "additionalProperties": False,
+                                                "properties": {"base64": {"type": "string"}, "name": {"type": "string"}}}]}
+        one = {"type": "object", "required": ["audio"], "additionalProperties": False,
+               "properties": {"audio": media, "face_index": {"type": "integer", "minimum": -1, "maximum": 64},
+                              "ranges": {"type": "string"}}}
+        from .speakers import MAX_SPEAKERS
+
+        s = {"type": "array", "items": {"anyOf": [{"type": "string"}, one]}, "maxItems": MAX_SPEAKERS}
     else:
         s = {"type": "array", "items": {"type": "string"}}
     if opt.nullable and "type" in s:

@@ -256,6 +256,15 @@ class UIRunner:
             self._lock.release()
         return np.ascontiguousarray(result[:, :, ::-1]), np.ascontiguousarray(overlay[:, :, ::-1])
 
+    def face_boxes(self, config: RunConfig, frame_index: int = 0) -> list[tuple[int, int, int, int]]:
+        """The faces of the preview's frame, left to right (for a click on the preview)."""
+        self._acquire()
+        try:
+            with self._host(Job(config)):
+                return self.pipeline.face_boxes(config, frame_index)
+        finally:
+            self._lock.release()
+
     def recent_results(self, limit: int = 20) -> list[Path]:
         """Result videos in the results folder, newest first."""
         if not self.results_dir.is_dir():

@@ -69,8 +69,11 @@ class ApiPolicy:
 
     @property
     def max_request_bytes(self) -> int:
-        """A body carrying two uploads of the limit as base64, plus the JSON around them."""
-        return 2 * (self.max_upload_bytes * 4 // 3 + 4) + 65536
+        """A body carrying the face, the audio and every extra speaker's audio as uploads of the
+        limit in base64, plus the JSON around them."""
+        from ..speakers import MAX_SPEAKERS
+
+        return (2 + MAX_SPEAKERS) * (self.max_upload_bytes * 4 // 3 + 4) + 65536
 
     def readable_roots(self) -> list[Path]:
         roots = [*self.allowed_dirs, self.uploads_dir, self.results_dir]
@@ -169,6 +172,20 @@ def _audio_or_speech(payload: Mapping, settings: Mapping, values: dict, policy: 
         raise ApiError(422, f"settings.text: {exc}") from None
 
 
+def _speakers(raw: Any, policy: ApiPolicy, job_dir: Path) -> list[dict[str, Any]]:
+    """``settings.speakers``: objects whose audio is a server path inside the allowed folders or an
+    upload, like the run's own audio."""
+    if not isinstance(raw, list):
+        raise ApiError(422, "settings.speakers: expected a list of {audio, face_index, ranges} objects")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise ApiError(422, f"settings.speakers[{i}]: expected an object {{audio, face_index, ranges}}")
+        audio = _media(item.get("audio"), policy, job_dir, f"speakers{i}_audio", AUDIO_TYPES)
+        out.append({**item, "audio": str(audio)})
+    return out
+
+
 def parse_request(payload: Any, policy: ApiPolicy, runner: UIRunner, job_id: str,
                   need_sd_checkpoint: bool = True) -> RunConfig:
     """The ``RunConfig`` for one ``/run`` request, or ``ApiError`` (4xx) saying what is wrong."""
@@ -202,6 +219,8 @@ def parse_request(payload: Any, policy: ApiPolicy, runner: UIRunner, job_id: str
     try:
         values["face"] = _media(payload.get("face"), policy, job_dir, "face", tuple(FACE_TYPES))
         values["audio"] = _audio_or_speech(payload, settings, values, policy, runner, job_dir)
+        if settings.get("speakers"):
+            values["speakers"] = _speakers(settings["speakers"], policy, job_dir)
         if payload.get("output_name") is not None:
             name = safe_name(payload["output_name"], "output_name")
             if not name.lower().endswith(".mp4"):
@@ -262,10 +281,18 @@ def probe_media(config: RunConfig) -> None:
         raise ApiError(415, f"face: {config.face.name} is not a readable video or image ({exc})") from None
     if info.width < 1 or info.height < 1:
         raise ApiError(415, f"face: {config.face.name} has no picture")
+    for what, audio in [("audio", config.audio)] + [(f"speakers[{i}].audio", s.audio)
+                                                    for i, s in enumerate(config.speakers)]:
+        try:
+            read_audio_track(audio)
+        except Wav2LipUHQError as exc:
+            raise ApiError(415, f"{what}: {audio.name} is not readable audio ({exc})") from None
+    from ..speakers import check_timing
+
     try:
-        read_audio_track(config.audio)
+        check_timing(config)
     except Wav2LipUHQError as exc:
-        raise ApiError(415, f"audio: {config.audio.name} is not readable audio ({exc})") from None
+        raise ApiError(422, str(exc)) from None
 
 
 JOB_DIR_NAME = re.compile(r"\d{4,}-[0-9a-f]{12}")

@@ -28,7 +28,7 @@ AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
 INPUT_COLUMNS = ("face", "audio", "out")
 TEXT_KEYS = ("text", "text_file")
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-LIST_KINDS = ("controlnets", "loras", "paths")
+LIST_KINDS = ("controlnets", "loras", "paths", "speakers")
 MAX_PROBLEMS = 20  # lines printed for a bad manifest; the rest are counted
 
 
@@ -129,6 +129,21 @@ def _check_confined(record: Mapping[str, Any]) -> None:
             raise ValueError(f"{column} {name!r}: name one of the uploaded files (no folders)")
 
 
+def _speakers_in(speakers: tuple, root: Path, confined: bool) -> tuple:
+    """Extra speakers' audio read from the manifest's folder like the row's own audio."""
+    import dataclasses
+
+    out = []
+    for n, s in enumerate(speakers, 2):
+        if confined and (s.audio.name != str(s.audio) or s.audio.name in (".", "..")):
+            raise ValueError(f"speaker {n} audio {str(s.audio)!r}: name one of the uploaded files (no folders)")
+        path = _resolve(root, s.audio)
+        if not path.is_file():
+            raise ValueError(f"speaker {n}'s audio file not found: {path}")
+        out.append(dataclasses.replace(s, audio=path))
+    return tuple(out)
+
+
 def build_row(index: int, where: str, record: Mapping[str, Any], base: Mapping[str, Any], *,
               root: Path, out_dir: Path, text_cells: bool = False, confined: bool = False) -> BatchRow:
     """One validated row; ``ValueError`` with a message naming the column or option. ``confined``:
@@ -160,6 +175,7 @@ def build_row(index: int, where: str, record: Mapping[str, Any], base: Mapping[s
         if not path.is_file() and not (spoken and what == "audio"):
             raise ValueError(f"{what} file not found: {path}")
     config = config_from_values(values, face, audio)
+    config.speakers = _speakers_in(config.speakers, root, confined)
     out = record.get("out")
     config.out = _resolve(out_dir, out) if out not in (None, "") else default_out(
         face, audio, out_dir, config.encode.lossless)

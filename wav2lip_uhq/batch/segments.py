@@ -78,6 +78,9 @@ def check_splittable(config) -> None:
         raise InputError(f"{config.face}: --debug-video is not split across workers; run it whole")
     if config.frames.segment is not None:
         raise InputError(f"{config.face}: --segment and --workers split the run twice; give one of them")
+    if config.speakers or config.ranges or config.delay:
+        raise InputError(f"{config.face}: --speaker, --range and --delay make the run's own audio mix, which the "
+                         "join of a split run does not; run it whole")
     if config.mode == "uhq" and config.refine.temporal_blend > 0:
         raise InputError(f"{config.face}: uhq with --temporal-blend carries each refinement into the next frame, "
                          "so the run cannot be split; use --temporal-blend 0 or run it whole")

@@ -47,9 +47,10 @@ def _argument(group, opt: Option) -> None:
         kw.update(type=_typed(opt), metavar="N")
     elif k in ("ints4", "box"):
         kw.update(nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
-    elif k in ("controlnets", "loras", "paths"):
+    elif k in ("controlnets", "loras", "paths", "ranges", "speakers"):
         kw["action"] = "append"
-        kw["metavar"] = {"controlnets": "MODEL[:PRE[:WEIGHT[:START:END]]]", "loras": "FILE[:WEIGHT]"}.get(k, "FILE")
+        kw["metavar"] = {"controlnets": "MODEL[:PRE[:WEIGHT[:START:END]]]", "loras": "FILE[:WEIGHT]",
+                         "ranges": "START-END[@OFFSET]", "speakers": "INDEX:AUDIO[:RANGES]"}.get(k, "FILE")
     group.add_argument(opt.flag, **kw)
     for alias in opt.cli_aliases:  # "--nosmooth=none": upstream's flags, kept
         flag, _, const = alias.partition("=")

@@ -123,6 +123,9 @@ def cmd_run(args) -> int:
     from ..outputs import check_output
 
     check_output(config)  # the output's name, container and codecs, before torch loads
+    from ..speakers import check_timing
+
+    check_timing(config)  # speakers' audio, ranges inside the video
     from ..devices import check_device_name
 
     check_device_name(config.device)

@@ -34,8 +34,9 @@ from ..masks import MaskOptions
 from ..model_needs import uses_musetalk
 from ..outputs import reserve_output
 from ..video import iter_frames, probe
-from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
-from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
+from .audio_prep import RunAudio, silent_frames
+from . import timeline
+from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, SpeakerLoops, draw_debug
 from .model_bank import ModelBank, PipelineModels
 from .source import (
     LOOP_CACHE_BYTES,
@@ -48,6 +49,7 @@ from .source import (
     segment_span,
     tracked_frames,
 )
+from .timeline import Voice
 from .stages import Composite, FrameWork, Parse, Refine, Restore, Stage, Upscale  # noqa: F401 - FrameWork re-exported
 
 log = logging.getLogger(__name__)
@@ -97,12 +99,18 @@ class LipSyncPipeline:
             return self.generator_factory(config, device)
         return self.models.generator(config, device)
 
-    def _track(self, config: RunConfig, landmarks, width: int, height: int) -> FaceTrackStream:
+    def _track(self, config: RunConfig, landmarks, width: int, height: int,
+               face_index: int | None | str = "config") -> FaceTrackStream:
         f = config.faces
+        index = f.face_index if face_index == "config" else face_index
         return FaceTrackStream(
-            width, height, f.pads, f.smoothing, f.face_index, fixed=f.box is not None, landmarks=landmarks,
+            width, height, f.pads, f.smoothing, index, fixed=f.box is not None, landmarks=landmarks,
             landmark_smoothing=config.composite.landmark_smoothing,
         )
+
+    def _tracks(self, config: RunConfig, landmarks, width: int, height: int, voices: list[Voice]):
+        """One face track per speaker."""
+        return [self._track(config, landmarks, width, height, v.face_index) for v in voices]
 
     def _stages(self, config: RunConfig, device: str, cancelled: Callable[[], bool], refine: bool = True) -> list[Stage]:
         """The per-frame stages after the generator that ``config`` asks for, in order."""
@@ -128,13 +136,26 @@ class LipSyncPipeline:
         return stages
 
     def _loop(self, config: RunConfig, generator: Generator, audio: RunAudio, stages, sink, cancelled, report,
-              keep_sources: bool = False, frames: int | None = None) -> FrameLoop:
+              keep_sources: bool = False, frames: int | None = None, reuse_prepared: bool = True) -> FrameLoop:
         c = config.composite
         return FrameLoop(
             generator, audio, stages, sink, batch_size=config.batch_size, keep_silent=c.silence == "keep",
             aligned=c.aligned, keep_sources=keep_sources or c.debug_video is not None, cancelled=cancelled,
-            report=report, frames=frames,
+            report=report, frames=frames, reuse_prepared=reuse_prepared,
         )
+
+    def _loops(self, config: RunConfig, generator: Generator, audios: list[RunAudio], stages: list[list[Stage]],
+               sink, cancelled, report, keep_sources: bool = False, frames: int | None = None) -> SpeakerLoops:
+        """One loop per speaker, chained into ``sink``, each with its own stages (a refinement
+        session follows one face); only the last one reports progress and keeps sources."""
+        last = len(audios) - 1
+
+        def make(k: int, out) -> FrameLoop:
+            return self._loop(config, generator, audios[k], stages[k], out, cancelled,
+                              report if k == last else (lambda *a: None), keep_sources and k == last,
+                              frames, reuse_prepared=k == 0)
+
+        return SpeakerLoops(make, len(audios), sink)
 
     # -- one frame, for the UI ----------------------------------------------------------------
     def preview(self, config: RunConfig, frame_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -146,29 +167,37 @@ class LipSyncPipeline:
         device = self._device(config)
         info, fps = _face_info(config)
         generator = self._generator(config, device)
-        audio = frame_audio(*read_speech(config.audio), fps, generator, config)
-        index = max(0, min(frame_index, audio.frames - 1))
+        voices = timeline.read_voices(config)
+        audios = timeline.voice_audios(voices, timeline.plan(config, info, fps, voices), fps, generator, config)
+        index = max(0, min(frame_index, audios[0].frames - 1))
         src_index = _source_index(index, info, loop_mode(config))
-        frame = None
-        for frame in iter_frames(config.face, limit=src_index + 1):
-            pass
-        if frame is None:
-            raise InputError(f"{config.face}: no frame could be decoded")
-        frame = preprocess_frame(frame, config.frames)
-        frame.flags.writeable = False
+        frame = _decode_one(config, src_index)
         _check_box(config, frame.shape[1], frame.shape[0])
-        track = self._track(config, self.models.landmarks(config, device), frame.shape[1], frame.shape[0])
-        track.add(self.models.detector(config, device).detect([np.ascontiguousarray(frame[:, :, ::-1])]), [frame])
-        geo = next(track.ready(end=True))[1]
-        if not geo.valid:
+        tracks = self._tracks(config, self.models.landmarks(config, device), frame.shape[1], frame.shape[0], voices)
+        detections = self.models.detector(config, device).detect([np.ascontiguousarray(frame[:, :, ::-1])])
+        geos = []
+        for track in tracks:
+            track.add(detections, [frame])
+            geos.append(next(track.ready(end=True))[1])
+        if not any(g.valid for g in geos):
             raise NoFaceError(f"{config.face}: no face in frame {src_index}")
         sink = Collect()
-        stages = self._stages(config, device, lambda: False, refine=False)
-        with self._loop(config, generator, audio, stages, sink, lambda: False, lambda *a: None, True) as loop:
-            loop.push(frame, geo, index, src_index)
-            loop.flush()
+        stages = [self._stages(config, device, lambda: False, refine=False) for _ in voices]
+        with self._loops(config, generator, audios, stages, sink, lambda: False, lambda *a: None, True) as loops:
+            loops.push(frame, geos, index, src_index)
+            loops.flush()
         item = sink.items[0]
         return np.array(item.frame), draw_debug(item.source, item.placement, item.alpha, item.roi)
+
+    def face_boxes(self, config: RunConfig, frame_index: int = 0) -> list[tuple[int, int, int, int]]:
+        """The faces detected in the preview's frame, left to right as ``--face-index`` counts them
+        (x1, y1, x2, y2 in frame pixels): what a click on the preview picks from."""
+        device = self._device(config)
+        info, _ = _face_info(config)
+        frame = _decode_one(config, _source_index(max(0, frame_index), info, loop_mode(config)))
+        dets = np.asarray(self.models.detector(config, device).detect([np.ascontiguousarray(frame[:, :, ::-1])])[0])
+        boxes = [tuple(int(round(v)) for v in d[:4]) for d in dets.reshape(-1, 5)]
+        return sorted(boxes, key=lambda b: (b[0] + b[2]) / 2)
 
     # -- the run ------------------------------------------------------------------------
     def run(
@@ -188,31 +217,34 @@ class LipSyncPipeline:
         preloaded = self.models.preload_generator(config, device) if self.generator_factory is None else None
 
         report("reading audio", 0, 1)
-        track_audio, wav = read_speech(config.audio)
+        voices = timeline.read_voices(config)
         info, fps = _face_info(config)
+        shape = timeline.plan(config, info, fps, voices)  # ranges checked against the video
         timings = {"audio": time.perf_counter() - t_start}
 
         report("loading models", 0, 1)  # these load while the generator does
         detector, landmarks = self.models.detector(config, device), self.models.landmarks(config, device)
-        stages = self._stages(config, device, cancelled)
+        stages = [self._stages(config, device, cancelled) for _ in voices]
         generator = preloaded.result() if preloaded is not None else self._generator(config, device)
-        audio = frame_audio(track_audio, wav, fps, generator, config)
+        audios = timeline.voice_audios(voices, shape, fps, generator, config)
+        track_audio, notes = timeline.output_track(config, info, voices, shape)
+        n_out = audios[0].frames
 
-        span = segment_span(config, info, audio.frames, self._track(config, landmarks, 1, 1))  # --segment
+        span = segment_span(config, info, n_out, self._track(config, landmarks, 1, 1))  # --segment
         n = span.end - span.start
-        frames = FaceFrames(config, info, audio.frames, span.track_from)  # decode: opened once, first frame peeked
+        frames = FaceFrames(config, info, n_out, span.track_from)  # decode: opened once, first frame peeked
         try:
-            tracking = FaceTracking(config, info, audio.frames, detector,
-                                    self._track(config, landmarks, frames.width, frames.height))
+            tracking = FaceTracking(config, info, n_out, detector,
+                                    self._tracks(config, landmarks, frames.width, frames.height, voices))
             rate = info.frame_rate if not info.is_image else _fraction(fps)
             encoder = Encoder.open(out, frames.width, frames.height, rate, None if config.frames.segment else
                                    track_audio, config)
             t_loop = time.perf_counter()
             try:
-                with self._loop(config, generator, audio, stages, encoder, cancelled, report, frames=n) as loop:
-                    for frame, geometry, i, j in tracked_frames(frames, tracking, span):  # decode -> track
-                        loop.push(frame, geometry, i, j)  # -> generate -> composite, post-process -> encode
-                    loop.flush()
+                with self._loops(config, generator, audios, stages, encoder, cancelled, report, frames=n) as loops:
+                    for frame, geometries, i, j in tracked_frames(frames, tracking, span):  # decode -> track
+                        loops.push(frame, geometries, i, j)  # -> generate -> composite, post-process -> encode
+                    loops.flush()
                 timings["lipsync"] = time.perf_counter() - t_loop
                 report("encoding", n, n)
                 encoder.close()
@@ -222,11 +254,16 @@ class LipSyncPipeline:
         finally:
             frames.close()
         timings["total"] = time.perf_counter() - t_start
-        if loop.no_face:
-            log.warning("%d of %d frames had no face and were left unchanged", loop.no_face, n)
-        notes = _notes(config, info, encoder)
-        return RunResult(out, n, loop.no_face, fps, tracking.detection_cached,
-                         int(audio.silent[span.start : span.end].sum()), timings, notes)
+        no_face = loops.no_face
+        for v, missing in zip(voices, no_face):
+            if missing:
+                log.warning("%d of %d frames had no face %s and were left unchanged for it", missing, n,
+                            "" if len(voices) == 1 else f"for speaker {v.number}")
+        notes = _notes(config, info, encoder) + timeline.describe(voices, shape) + notes
+        notes += [f"speaker {v.number}: {m} of {n} frames without its face were left unchanged"
+                  for v, m in zip(voices[1:], no_face[1:]) if m]
+        return RunResult(out, n, no_face[0], fps, tracking.detection_cached,
+                         int(audios[0].silent[span.start : span.end].sum()), timings, notes)
 
 
 def _notes(config: RunConfig, info, encoder: Encoder) -> list[str]:
@@ -252,6 +289,18 @@ def _face_info(config: RunConfig):
     if not fps or fps <= 0:
         raise InputError(f"{config.face}: the video has no usable frame rate")
     return info, fps
+
+
+def _decode_one(config: RunConfig, src_index: int) -> np.ndarray:
+    """Input frame ``src_index``, preprocessed and read-only (the preview's)."""
+    frame = None
+    for frame in iter_frames(config.face, limit=src_index + 1):
+        pass
+    if frame is None:
+        raise InputError(f"{config.face}: no frame could be decoded")
+    frame = preprocess_frame(frame, config.frames)
+    frame.flags.writeable = False
+    return frame
 
 
 def _source_index(index: int, info, loop: str) -> int:

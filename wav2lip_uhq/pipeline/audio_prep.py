@@ -26,6 +26,12 @@ class RunAudio:
     fps: float
     features: AudioFeatures  # per output frame (silence substituted for --silence close)
     silent: np.ndarray  # bool per output frame
+    passthrough: np.ndarray | None = None  # bool per output frame: the face is left as it is (no speech)
+
+    def skipped(self, keep_silent: bool) -> np.ndarray:
+        """The frames the generator does not run on: pass-through, and silent ones with ``--silence keep``."""
+        skip = np.zeros(self.frames, bool) if self.passthrough is None else self.passthrough
+        return skip | self.silent if keep_silent else skip
 
     @property
     def frames(self) -> int:
@@ -52,13 +58,15 @@ def frame_audio(track: AudioTrack, wav: np.ndarray, fps: float, generator: Gener
 
 
 def silent_frames(
-    wav: np.ndarray, n_frames: int, fps: float, relative_db: float = -35.0, min_run: int = 3
+    wav: np.ndarray, n_frames: int, fps: float, relative_db: float = -35.0, min_run: int = 3,
+    reference: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boolean per output frame: the audio under it is silent (voice-activity gate).
 
     A frame is silent when its RMS is ``relative_db`` below the clip's speech level (95th
     percentile of frame levels) or under -60 dBFS; runs shorter than ``min_run`` frames
-    (gaps between words) do not count, so the mouth does not flutter.
+    (gaps between words) do not count, so the mouth does not flutter. ``reference`` (bool per
+    frame): the frames whose levels set the speech level (a timeline's ranges, not its zeros).
     """
     sr = audio_mod.SAMPLE_RATE
     edges = (np.arange(n_frames + 1) * sr / fps).astype(np.int64)
@@ -67,7 +75,8 @@ def silent_frames(
         chunk = wav[edges[i] : max(edges[i + 1], edges[i] + 1)]
         rms = np.sqrt(np.mean(chunk.astype(np.float64) ** 2)) if chunk.size else 0.0
         levels[i] = 20 * np.log10(max(rms, 1e-6))
-    speech = np.percentile(levels, 95)
+    ref = levels if reference is None or not reference.any() else levels[reference]
+    speech = np.percentile(ref, 95)
     silent = (levels < speech + relative_db) | (levels < -60.0)
     out = np.zeros(n_frames, bool)
     for i, j in valid_runs(silent):

@@ -11,6 +11,7 @@ every exit path.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -132,8 +133,11 @@ class FrameLoop:
         cancelled: Callable[[], bool] = lambda: False,
         report: ProgressFn = lambda stage, done, total: None,
         frames: int | None = None,
+        reuse_prepared: bool = True,
     ) -> None:
-        """``frames``: how many output frames this loop writes, for the progress (default: all)."""
+        """``frames``: how many output frames this loop writes, for the progress (default: all);
+        ``reuse_prepared`` False: inputs are prepared for every frame (a later speaker's loop,
+        whose frames already carry an earlier speaker's new mouth)."""
         self.generator, self.audio, self.stages, self.sink = generator, audio, list(stages), sink
         self.batch_size, self.keep_silent, self.aligned = batch_size, keep_silent, aligned
         self.keep_sources = keep_sources  # the sink reads the original frames too (debug overlay)
@@ -141,6 +145,8 @@ class FrameLoop:
         self.n_out = audio.frames if frames is None else frames
         self.no_face = 0
         self.written = 0
+        self._skipped = audio.skipped(keep_silent)
+        self._reuse = generator.reuse_prepared and reuse_prepared
         self._batch: list[FrameWork] = []
         self._in_flight: list[_Job] = []
         self._prepared: dict[int, Any] = {}  # source index -> prepared input (worker thread only)
@@ -178,8 +184,7 @@ class FrameLoop:
         if self.cancelled():
             raise Cancelled("cancelled")
         batch, self._batch = self._batch, []
-        silent = self.audio.silent
-        work = [it for it in batch if it.geometry.valid and not (self.keep_silent and silent[it.index])]
+        work = [it for it in batch if it.geometry.valid and not self._skipped[it.index]]
         for it in work:
             it.placement = self.generator.placement(it.geometry, it.index, self.aligned)
         future = None
@@ -196,7 +201,7 @@ class FrameLoop:
         return self.generator.generate([self._prepare(it) for it in work], features)
 
     def _prepare(self, item: FrameWork) -> Any:
-        if not self.generator.reuse_prepared:
+        if not self._reuse:
             return self.generator.prepare(item.source, item.placement)
         hit = self._prepared.get(item.source_index)
         if hit is None:
@@ -238,3 +243,53 @@ class FrameLoop:
             self.sink.write(item)
             self.written += 1
         self.report("lip-sync", self.written, self.n_out)
+
+
+class _Handoff:
+    """A sink that pushes a speaker's finished frame into the next speaker's loop."""
+
+    def __init__(self, loop: FrameLoop, geometries: dict[int, list[FaceGeometry]], k: int, last: bool) -> None:
+        self.loop, self.geometries, self.k, self.last = loop, geometries, k, last
+
+    def write(self, item: FrameWork) -> None:
+        geos = self.geometries.pop(item.index) if self.last else self.geometries[item.index]
+        self.loop.push(item.frame, geos[self.k], item.index, item.source_index)
+
+
+class SpeakerLoops:
+    """One ``FrameLoop`` per speaker, chained: speaker k's finished frame is speaker k+1's input,
+    so a frame is decoded once and each face is generated on its own worker thread."""
+
+    def __init__(self, make_loop: Callable[[int, Sink], FrameLoop], speakers: int, sink: Sink) -> None:
+        """``make_loop(k, sink)``: speaker k's loop, writing into ``sink``."""
+        self._geometries: dict[int, list[FaceGeometry]] = {}
+        self.loops: list[FrameLoop] = []
+        try:
+            for k in reversed(range(speakers)):
+                self.loops.insert(0, make_loop(k, sink))
+                sink = _Handoff(self.loops[0], self._geometries, k, k == speakers - 1)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+
+    def __enter__(self) -> SpeakerLoops:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        for loop in self.loops:
+            loop.__exit__(exc_type, *exc)
+
+    def push(self, frame: np.ndarray, geometries: Sequence[FaceGeometry], index: int, source_index: int) -> None:
+        """Output frame ``index`` with every speaker's face geometry (in speaker order)."""
+        if len(self.loops) > 1:
+            self._geometries[index] = list(geometries)
+        self.loops[0].push(frame, geometries[0], index, source_index)
+
+    def flush(self) -> None:
+        for loop in self.loops:  # each flush feeds the next loop
+            loop.flush()
+
+    @property
+    def no_face(self) -> list[int]:
+        """Frames without the face, per speaker."""
+        return [loop.no_face for loop in self.loops]

@@ -15,7 +15,7 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,21 +177,26 @@ class FaceFrames:
 
 
 class FaceTracking:
-    """The track stage: detections (or the cache's) + landmarks -> geometry per source frame."""
+    """The track stage: detections (or the cache's) + landmarks -> geometry per source frame, for
+    one face or several (one stream per speaker, all fed the same detections)."""
 
-    def __init__(self, config: RunConfig, info: MediaInfo, n_out: int, detector: Any, stream: FaceTrackStream):
-        self.config, self.detector, self.stream = config, detector, stream
+    def __init__(self, config: RunConfig, info: MediaInfo, n_out: int, detector: Any,
+                 streams: FaceTrackStream | Sequence[FaceTrackStream]):
+        self.streams = [streams] if isinstance(streams, FaceTrackStream) else list(streams)
+        self.config, self.detector, self.stream = config, detector, self.streams[0]
         self.info = info
-        _check_box(config, stream.width, stream.height)
+        _check_box(config, self.stream.width, self.stream.height)
         self.batch_size = config.faces.batch_size
         self.offset = 0  # the source frame the stream's first frame is (a --segment's context start)
-        self._det_key = self._lm_key = None
-        self.cached_dets = self.cached_lms = None
+        self._det_key = None
+        self._lm_keys: list[str | None] = [None] * len(self.streams)
+        self.cached_dets = None
+        self.cached_lms: list[np.ndarray | None] = [None] * len(self.streams)
         # Caches: keyed by the face file's content and everything that changes the result.
         cache_dir = config.cache_dir or default_cache_dir()
         self._det_cache, self._lm_cache = DetectionCache(cache_dir), LandmarkCache(cache_dir)
         need = 1 if info.is_image else min(n_out, info.frame_count or n_out)
-        if config.faces.box is None or stream.landmark_detector is not None:
+        if config.faces.box is None or self.stream.landmark_detector is not None:
             self._load_caches(need)
         if self.cached_dets is not None:
             log.info("face detections loaded from the cache")
@@ -205,18 +210,20 @@ class FaceTracking:
         if faces.box is None:
             self._det_key = self._det_cache.key(digest, settings)
             self.cached_dets = self._det_cache.load(self._det_key, need)
-        lms = self.stream.landmark_detector
-        if lms is not None:
-            extra = {**lms.settings(), "face_index": faces.face_index, "pads": list(faces.pads)}
-            self._lm_key = self._lm_cache.key(digest, {**settings, **extra})
-            self.cached_lms = self._lm_cache.load(self._lm_key, need)
+        for k, stream in enumerate(self.streams):  # landmarks: one cache entry per face
+            lms = stream.landmark_detector
+            if lms is not None:
+                extra = {**lms.settings(), "face_index": stream.face_index, "pads": list(faces.pads)}
+                self._lm_keys[k] = self._lm_cache.key(digest, {**settings, **extra})
+                self.cached_lms[k] = self._lm_cache.load(self._lm_keys[k], need)
 
-    def _no_face_message(self, n_frames: int) -> str:
+    def _no_face_message(self, n_frames: int, k: int = 0) -> str:
         """Why no frame has the face asked for: none found, or not the N-th one."""
-        face, f = self.config.face, self.config.faces
+        face, f, index = self.config.face, self.config.faces, self.streams[k].face_index
         most = max((len(np.asarray(d).reshape(-1, 5)) for d in self.stream.raw), default=0)
-        if f.box is None and most and f.face_index is not None and f.face_index >= most:
-            return (f"{face}: --face-index {f.face_index} asks for face {f.face_index + 1} from the left, but no "
+        who = f" (speaker {k + 1})" if len(self.streams) > 1 else ""
+        if f.box is None and most and index is not None and index >= most:
+            return (f"{face}: --face-index {index}{who} asks for face {index + 1} from the left, but no "
                     f"frame has more than {most} (use 0..{most - 1}, or -1 for the largest)")
         return (f"{face}: no face found in any of its {n_frames} frames "
                 "(try --detector s3fd/dlib, --resize-factor, or a fixed --box)")
@@ -226,7 +233,7 @@ class FaceTracking:
         return self.cached_dets is not None
 
     def add(self, frames_bgr: list[np.ndarray]) -> None:
-        """Detect (unless cached) and add a batch of frames to the track."""
+        """Detect (unless cached) and add a batch of frames to every face's track."""
         start = self.offset + len(self.stream.raw)
         if self.cached_dets is not None:
             dets = self.cached_dets[start : start + len(frames_bgr)]
@@ -234,22 +241,33 @@ class FaceTracking:
             dets = self.detector.detect(frames_bgr)  # a fixed box reads no pixels
         else:
             dets = self.detector.detect([np.ascontiguousarray(f[:, :, ::-1]) for f in frames_bgr])
-        lms = self.cached_lms[start : start + len(frames_bgr)] if self.cached_lms is not None else None
-        self.stream.add(dets, frames_bgr, lms)
+        for stream, cached in zip(self.streams, self.cached_lms):
+            stream.add(dets, frames_bgr, cached[start : start + len(frames_bgr)] if cached is not None else None)
+
+    def ready(self, end: bool = False) -> Iterator[tuple[int, list[FaceGeometry]]]:
+        """(frame index, every face's geometry) for the frames that became final."""
+        done = [list(stream.ready(end)) for stream in self.streams]  # the same frames for every face
+        for items in zip(*done):
+            yield items[0][0], [geo for _, geo in items]
+
+    def geometries(self, j: int) -> list[FaceGeometry]:
+        return [stream.geometry(j) for stream in self.streams]
 
     def finish(self, n_frames: int, whole: bool = True) -> None:
         """After the first pass: a video without any face is an error; new detections are cached.
         A part of a run (``whole`` False) caches nothing and leaves faceless frames as they are."""
-        if not whole:
-            if not any(g.valid for g in self.stream.final):
+        for k, stream in enumerate(self.streams):
+            if not any(g.valid for g in stream.final):
+                if whole:
+                    raise NoFaceError(self._no_face_message(n_frames, k))
                 log.warning("%s: no face in this segment's frames; they are left unchanged", self.config.face)
+        if not whole:
             return
-        if not any(g.valid for g in self.stream.final):
-            raise NoFaceError(self._no_face_message(n_frames))
         if self.cached_dets is None and self._det_key is not None:
             self._det_cache.save(self._det_key, self.stream.raw)
-        if self.cached_lms is None and self._lm_key is not None:
-            self._lm_cache.save(self._lm_key, self.stream.raw_landmarks)
+        for stream, key, cached in zip(self.streams, self._lm_keys, self.cached_lms):
+            if cached is None and key is not None:
+                self._lm_cache.save(key, stream.raw_landmarks)
 
 
 @dataclass(frozen=True)
@@ -292,9 +310,9 @@ def segment_span(config: RunConfig, info: MediaInfo, n_out: int, stream: FaceTra
 
 def tracked_frames(
     frames: FaceFrames, tracking: FaceTracking, span: Span | None = None
-) -> Iterator[tuple[np.ndarray, FaceGeometry, int, int]]:
-    """Decode -> track: (frame, geometry, output index, source index) in output order, for the
-    output frames of ``span`` (default: all); frames tracked only as context are dropped."""
+) -> Iterator[tuple[np.ndarray, list[FaceGeometry], int, int]]:
+    """Decode -> track: (frame, every face's geometry, output index, source index) in output order,
+    for the output frames of ``span`` (default: all); frames tracked only as context are dropped."""
     span = span or Span(0, frames.n_out)
     off = tracking.offset = span.track_from
     pending: dict[int, np.ndarray] = {}
@@ -309,10 +327,10 @@ def tracked_frames(
         if len(batch) >= tracking.batch_size:
             tracking.add(batch)
             batch = []
-            yield from _in_span(tracking.stream.ready(), pending, span)
+            yield from _in_span(tracking.ready(), pending, span)
     if batch:
         tracking.add(batch)
-    yield from _in_span(tracking.stream.ready(end=True), pending, span)
+    yield from _in_span(tracking.ready(end=True), pending, span)
     if span.track_to is not None and frames.count < span.end:
         raise InputError(f"{frames.config.face}: the video has {frames.count} frames, fewer than its header "
                          f"says; run it whole instead of --segment")
@@ -323,7 +341,7 @@ def tracked_frames(
         if i >= span.end:
             break
         if i >= span.start:
-            yield frame, tracking.stream.geometry(j), i, j
+            yield frame, tracking.geometries(j), i, j
 
 
 def _in_span(ready, pending: dict[int, np.ndarray], span: Span):

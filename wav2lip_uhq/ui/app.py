@@ -17,7 +17,7 @@ from ..ui_runner import UIRunner
 from .compat import image_input_sources, pass_audio_file_through
 from .form import SECTIONS, eid, section, widget
 from .handlers import Handlers, mode_change
-from .values import DEFAULTS, FACE_TYPES, UI_KEYS, checkpoint_choices, visibility_for_mode
+from .values import DEFAULTS, FACE_PICK, FACE_TYPES, SPEAKER_ROWS, UI_KEYS, checkpoint_choices, visibility_for_mode
 
 
 def _inputs_column(gr, d: Mapping[str, Any], comps: dict, runner: UIRunner):
@@ -28,6 +28,7 @@ def _inputs_column(gr, d: Mapping[str, Any], comps: dict, runner: UIRunner):
     comps["audio"] = gr.Audio(label="Audio (speech)", type="filepath", elem_id=eid("audio"))
     pass_audio_file_through(comps["audio"])
     _speech_box(gr, d, comps, runner)
+    _speakers_box(gr, d, comps)
     with gr.Row():
         comps["mode"] = gr.Dropdown(list(MODES), value=d["mode"], label="Mode", elem_id=eid("mode"))
         ckpts = checkpoint_choices(runner.models_dir)
@@ -61,6 +62,38 @@ def _speech_box(gr, d: Mapping[str, Any], comps: dict, runner: UIRunner) -> None
             comps["tts_speed"] = widget(gr, options.get("tts_speed"), d["tts_speed"])
             comps["tts_pause"] = widget(gr, options.get("tts_pause"), d["tts_pause"])
         comps["speak"] = gr.Button("Speak (hear it before the lip sync)", elem_id=eid("speak"))
+
+
+def _speakers_box(gr, d: Mapping[str, Any], comps: dict) -> None:
+    """Several speakers and time ranges: up to four more voices, each with the face it moves (and
+    its own ranges), the run's ranges and delay, and which speaker a click on the preview picks."""
+    with gr.Accordion("Speakers & ranges", open=False, elem_id=eid("speakers_group")):
+        for n, (audio, face, ranges) in enumerate(SPEAKER_ROWS, 2):
+            with gr.Row():
+                comps[audio] = gr.Audio(label=f"Speaker {n}: audio", type="filepath", elem_id=eid(audio))
+                pass_audio_file_through(comps[audio])
+                with gr.Column():
+                    comps[face] = gr.Number(value=d[face], precision=0, label=f"Speaker {n}: face index "
+                                            "(from the left; -1: largest)", elem_id=eid(face))
+                    comps[ranges] = gr.Textbox(value=d[ranges], label=f"Speaker {n}: ranges (empty: the run's)",
+                                               elem_id=eid(ranges))
+        comps["ranges"] = widget(gr, options.get("ranges"), d["ranges"])
+        with gr.Row():
+            comps["delay"] = widget(gr, options.get("delay"), d["delay"])
+            comps[FACE_PICK] = gr.Radio([str(n) for n in range(1, 2 + len(SPEAKER_ROWS))], value=d[FACE_PICK],
+                                        label="A click on the preview picks the face of speaker",
+                                        elem_id=eid(FACE_PICK))
+
+
+def _wire_face_pick(gr, comps: dict, h: Handlers, preview_img, status, inputs: list) -> None:
+    """A click on the preview image sets the chosen speaker's face index."""
+
+    def on_select(evt, *args):
+        return h.pick_face(evt, args)
+
+    on_select.__annotations__ = {"evt": gr.SelectData}  # gradio finds the event by its annotation
+    targets = [comps["face_index"], *(comps[row[1]] for row in SPEAKER_ROWS)]
+    preview_img.select(on_select, inputs=inputs, outputs=[*targets, status])
 
 
 def _wire_speech(gr, comps: dict, h: Handlers, inputs: list) -> None:
@@ -208,6 +241,7 @@ def build_ui(
         comps["mode"].change(mode_change, inputs=[comps["mode"]], outputs=mode_groups)
         refresh_ckpt.click(h.refresh_checkpoints, inputs=[comps["checkpoint"]], outputs=[comps["checkpoint"]])
         preview_btn.click(h.preview, inputs=inputs, outputs=[preview_img, overlay_img, status])
+        _wire_face_pick(gr, comps, h, preview_img, status, inputs)
         run_btn.click(h.run, inputs=inputs, outputs=[status, result_video, summary, settings_json, recent, gallery])
         interrupt_btn.click(h.interrupt, inputs=None, outputs=[status], queue=False)
         refresh_recent.click(h.refresh_recent, inputs=[recent], outputs=[recent])

@@ -112,7 +112,10 @@ def element_ids() -> set[str]:
            "result", "settings", "summary", "gallery", "recent", "recent_refresh", "checkpoint_refresh",
            "face", "audio", *TOP_KEYS, *(s[0] for s in SECTIONS),
            # text to speech, the face picture, the WebUI's "Send frame to" buttons
-           "face_image", "speech_group", "tts_language", "speak", "send_to_img2img", "send_to_extras"}
+           "face_image", "speech_group", "tts_language", "speak", "send_to_img2img", "send_to_extras",
+           # several speakers and time ranges
+           "speakers_group", "face_pick", *(f"speaker{n}_{part}" for n in range(2, 6)
+                                            for part in ("audio", "face", "ranges"))}
     for opt in registry().values():
         if opt.ui:
             ids.update(opt.value_keys())

@@ -10,7 +10,19 @@ from typing import Any
 
 from ..errors import Wav2LipUHQError
 from ..ui_runner import RunnerBusy, UIRunner, load_settings
-from .values import PREVIEW_FRAME, UI_KEYS, UIInputError, checkpoint_choices, config_from_ui, visibility_for_mode
+from .values import (
+    FACE_PICK,
+    PREVIEW_FRAME,
+    SPEAKER_ROWS,
+    UI_KEYS,
+    UIInputError,
+    checkpoint_choices,
+    config_from_ui,
+    face_at,
+    file_path,
+    option_values_from_ui,
+    visibility_for_mode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +178,33 @@ class Handlers:
             log.debug("wav2lip-uhq preview", exc_info=True)
             return gr.update(), gr.update(), f"error: {text}"
         return result, overlay, f"preview of output frame {frame}"
+
+    def pick_face(self, evt: Any, args: Sequence[Any]) -> list:
+        """A click on the preview: the face under it becomes the face index of the speaker the
+        "click picks" choice names. Returns an update per face-index input, then the status."""
+        import gradio as gr
+
+        from ..options import coerce, config_from_values
+
+        keys = ["face_index", *(row[1] for row in SPEAKER_ROWS)]
+        updates: list = [gr.update() for _ in keys]
+        values = self.values(args)
+        target = max(1, min(len(keys), int(values.get(FACE_PICK) or 1)))
+        try:
+            x, y = (float(v) for v in evt.index)
+            face = file_path(values.get("face"))
+            if face is None or not face.is_file():
+                raise UIInputError("Add a face video or image, then Preview, then click a face.")
+            config = config_from_values(option_values_from_ui(values), face, face)
+            frame = coerce(PREVIEW_FRAME, values.get("preview_frame", 0))
+            boxes = self.runner.face_boxes(config, frame)  # the audio is not read to find faces
+        except Exception as exc:  # noqa: BLE001 - any failure becomes one message
+            return [*updates, f"error: {message(exc)}"]
+        index = face_at(boxes, x, y)
+        if index is None:
+            return [*updates, f"no face at ({x:.0f}, {y:.0f}): {len(boxes)} face(s) in frame {frame}"]
+        updates[target - 1] = gr.update(value=index)
+        return [*updates, f"speaker {target}: face index {index} (of {len(boxes)}, counted from the left)"]
 
     def run(self, *args) -> Iterator[tuple]:
         """Progress while the job runs, then (status, video, summary, settings, recent, gallery).

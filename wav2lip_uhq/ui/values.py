@@ -17,7 +17,11 @@ from ..options import Option
 FACE_TYPES = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".jpg", ".jpeg", ".png", ".webp", ".bmp"]
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 INPUT_KEYS = ("face", "audio")
-UI_ONLY_KEYS = ("preview_frame",)
+EXTRA_SPEAKERS = 4  # rows of the "Speakers & ranges" accordion: speakers 2..5
+SPEAKER_ROWS = tuple((f"speaker{n}_audio", f"speaker{n}_face", f"speaker{n}_ranges")
+                     for n in range(2, 2 + EXTRA_SPEAKERS))
+FACE_PICK = "face_pick"  # which speaker a click on the preview picks the face of
+UI_ONLY_KEYS = ("preview_frame", FACE_PICK, *(k for row in SPEAKER_ROWS for k in row))
 PREVIEW_FRAME = Option("the output frame the preview shows", "run", key="preview_frame", kind="int",
                        label="preview frame", minimum=0)
 
@@ -33,7 +37,10 @@ def ui_defaults() -> dict[str, Any]:
 
     shown = {k for opt in registry().values() if opt.ui for k in opt.value_keys()}
     flat = values_from_config(RunConfig(face=Path("face"), audio=Path("audio")))
-    return {"face": None, "audio": None, **{k: v for k, v in flat.items() if k in shown}, "preview_frame": 0}
+    rows = {k: v for n, (audio, face, ranges) in enumerate(SPEAKER_ROWS, 2)
+            for k, v in ((audio, None), (face, n - 1), (ranges, ""))}
+    return {"face": None, "audio": None, **{k: v for k, v in flat.items() if k in shown}, "preview_frame": 0,
+            FACE_PICK: "1", **rows}
 
 
 DEFAULTS: dict[str, Any] = ui_defaults()
@@ -112,6 +119,38 @@ def _inputs(values: Mapping[str, Any]) -> tuple[Path, Path]:
     return face, audio
 
 
+def speaker_values(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The extra speakers of the UI's rows (those with an audio), as the ``speakers`` option takes them."""
+    out = []
+    for n, (audio_key, face_key, ranges_key) in enumerate(SPEAKER_ROWS, 2):
+        audio = file_path(values.get(audio_key))
+        if audio is None:
+            continue
+        if not audio.is_file():
+            from ..ui_runner import shown_path
+
+            raise UIInputError(f"speaker {n}'s audio file not found: {shown_path(audio)}")
+        face = values.get(face_key)
+        out.append({"audio": str(audio), "face_index": -1 if face in (None, "") else face,
+                    "ranges": str(values.get(ranges_key) or "")})
+    return out
+
+
+def face_at(boxes: list[tuple[int, int, int, int]], x: float, y: float) -> int | None:
+    """The face index (left to right, as ``--face-index`` counts) of the box under a click: the
+    smallest box holding the point, else the nearest within one box size; None: no face there."""
+    inside = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+    holding = [k for k, b in enumerate(boxes) if b[0] <= x < b[2] and b[1] <= y < b[3]]
+    if holding:
+        return min(holding, key=lambda k: inside[k])
+    best = None
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        d = ((x - (x1 + x2) / 2) ** 2 + (y - (y1 + y2) / 2) ** 2) ** 0.5
+        if d <= max(x2 - x1, y2 - y1) and (best is None or d < best[0]):
+            best = (d, k)
+    return None if best is None else best[1]
+
+
 def option_values_from_ui(values: Mapping[str, Any]) -> dict[str, Any]:
     """The option values among the UI's (or the API's) values, as ``config_from_values`` takes them
     (a checkpoint choice resolved, an emptied prompt box meaning the default): also the base of
@@ -119,6 +158,9 @@ def option_values_from_ui(values: Mapping[str, Any]) -> dict[str, Any]:
     from ..options import part_owner
 
     known = {k: v for k, v in values.items() if part_owner(k) is not None}
+    rows = speaker_values(values)
+    if rows:  # the UI's rows (the API sends "speakers" itself)
+        known["speakers"] = [*(known.get("speakers") or ()), *rows]
     if "checkpoint" in known:
         known["checkpoint"] = resolve_checkpoint_choice(known["checkpoint"], file_path(values.get("models_dir")))
     if "prompt" in known and not str(known["prompt"] or "").strip():
@@ -154,6 +196,7 @@ __all__ = [
     "UI_KEYS",
     "checkpoint_choices",
     "config_from_ui",
+    "face_at",
     "file_path",
     "option_values_from_ui",
     "parse_box",
