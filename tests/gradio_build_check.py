@@ -52,6 +52,13 @@ KEY_COMPONENTS = {
     "voice": "dropdown",
     "speak": "button",
     "face_image": "image",
+    # several speakers and time ranges
+    "speakers_group": "accordion",
+    "speaker2_audio": "audio",
+    "speaker2_face": "number",
+    "ranges": "textbox",
+    "delay": "number",
+    "face_pick": "radio",
 }
 PREFIX = "wav2lip_uhq_"
 
@@ -80,6 +87,10 @@ class CopyPipeline:
             "detector": config.faces.detector,
             "checkpoint": str(config.checkpoint),
             "text": config.speech.text,
+            "face_index": config.faces.face_index,
+            "speakers": [[sp.face_index, str(sp.audio), [str(r) for r in sp.ranges]] for sp in config.speakers],
+            "ranges": [str(r) for r in config.ranges],
+            "delay": config.delay,
         }
         with self.calls.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -97,6 +108,21 @@ class CopyPipeline:
         out = results / f"{face.stem}_{audio.stem}.mp4"
         shutil.copyfile(self.result, out)
         return types.SimpleNamespace(output=out, frames=frames, fps=25.0, frames_without_face=0)
+
+
+    def preview(self, config, frame_index=0):
+        """The face picture itself as the 'result' (what a click on the preview is mapped on)."""
+        import cv2
+
+        frame = cv2.imread(str(config.face))
+        return frame, frame
+
+    def face_boxes(self, config, frame_index=0):
+        """Two 'faces': the picture's left and right halves (x1, y1, x2, y2), left to right."""
+        import cv2
+
+        h, w = cv2.imread(str(config.face)).shape[:2]
+        return [(0, 0, w // 2, h), (w // 2, 0, w, h)]
 
 
 def _components(config: dict) -> dict[str, dict]:
@@ -176,6 +202,12 @@ def build_check(root: Path, check_torch: bool = True) -> tuple[dict, object, obj
     for source, event, target in (("speak", "click", "audio"), ("face_image", "change", "face")):
         wired = [d for d in config["dependencies"] if (comps[source]["id"], event) in _triggers(d)]
         assert [list(d["outputs"]) for d in wired] == [[comps[target]["id"]]], (source, wired)
+
+    # a click on the preview sets a face index: speaker 1's or one of the extra speakers'
+    preview = [d for d in config["dependencies"] if (comps["preview_image"]["id"], "select") in _triggers(d)]
+    faces = [comps[k]["id"] for k in ("face_index", "speaker2_face", "speaker3_face", "speaker4_face",
+                                      "speaker5_face", "status")]
+    assert [list(d["outputs"]) for d in preview] == [faces], preview
 
     updates = {}
     for mode in ("fast", "uhq", "enhanced"):
