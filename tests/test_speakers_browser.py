@@ -103,7 +103,9 @@ def take_speakers_screenshot(out: Path) -> None:
 
     import soundfile as sf
 
-    from test_app_browser import chromium_browser, open_app, running_app, upload
+    import os
+
+    from test_app_browser import check_radio, chromium_browser, free_port, open_app, serve, server_env, upload
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="w2l_shots_") as tmp_name, chromium_browser() as browser:
@@ -120,15 +122,23 @@ def take_speakers_screenshot(out: Path) -> None:
         first, second = tmp / "first.wav", tmp / "second.wav"
         sf.write(first, wav[: 2 * sr], sr)
         sf.write(second, wav[2 * sr : 4 * sr], sr)
-        (tmp / "run").mkdir()
-        with running_app(tmp / "run", ckpt) as url:
+        (tmp / "models").mkdir()
+        os.symlink(ckpt, tmp / "models" / "wav2lip_gan.pth")
+        port = free_port()
+        cmd = [sys.executable, "-m", "wav2lip_uhq", "app", "--port", str(port), "--models-dir", str(tmp / "models"),
+               "--results-dir", str(tmp / "results"), "--cache-dir", str(tmp / "cache"), "--device", "cpu"]
+        env = server_env(tmp, PYTHONPATH=str(REPO))  # this checkout's package, not an installed one
+        with serve(cmd, port, tmp / "app.log", env, cwd=tmp) as url:
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             open_app(page, url)
             upload(page, "face", face)
             upload(page, "audio", first)
+            check_radio(page, "detector", "dlib", accordion="faces_group")  # offline: no S3FD download
+            page.click("#wav2lip_uhq_faces_group .label-wrap")  # folded again, for the picture
             fill_speakers(page, second, ranges="")  # a still image: no ranges
             preview_and_pick(page)
-            page.screenshot(path=str(out / "speakers.png"), full_page=True)
+            page.screenshot(path=str(out / "speakers.png"), full_page=True,
+                            clip={"x": 0, "y": 0, "width": 1400, "height": 2150})  # down to the accordion's end
 
 
 if __name__ == "__main__":
