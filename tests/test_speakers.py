@@ -3,6 +3,8 @@ frames outside the ranges are the input's, the output audio is the mix (CPU, off
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,6 +13,7 @@ from test_pipeline_stages import _FakeGenerator
 from media_helpers import write_video
 from wav2lip_uhq.cli import main
 from wav2lip_uhq.config import CompositeOptions, FaceOptions, RunConfig
+from wav2lip_uhq.errors import InputError
 from wav2lip_uhq.pipeline import LipSyncPipeline
 from wav2lip_uhq.pipeline import timeline
 from wav2lip_uhq.speakers import RangeError, Speaker, TimeRange, parse_ranges, parse_speaker
@@ -204,3 +207,26 @@ def test_the_cli_the_ui_and_the_api_read_speakers_and_ranges_alike(tmp_path):
     for config in (cli, ui, api):
         assert config.ranges == (TimeRange(1, 2), TimeRange(3, None, 1.5)) and config.delay == 0.25
         assert config.speakers == (Speaker(b.resolve() if config is api else b, 2, (TimeRange(0, 1),)),)
+
+
+def test_a_manifest_gives_speakers_and_ranges_relative_to_itself(tmp_path):
+    from wav2lip_uhq.batch.manifest import read_manifest
+
+    for name in ("face.png", "a.wav", "b.wav", "c.wav"):
+        (tmp_path / name).write_bytes(b"x")
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text('face,audio,ranges,delay,speakers\nface.png,a.wav,"0-1, 2-3@0.5",0.2,1:b.wav:0-1;2:c.wav\n')
+    [row] = read_manifest(manifest, out_dir=tmp_path / "out")
+    c = row.config
+    assert c.ranges == (TimeRange(0, 1), TimeRange(2, 3, 0.5)) and c.delay == 0.2
+    assert c.speakers == (Speaker(tmp_path / "b.wav", 1, (TimeRange(0, 1),)), Speaker(tmp_path / "c.wav", 2))
+    manifest.write_text("face,audio,speakers\nface.png,a.wav,1:missing.wav\n")
+    with pytest.raises(InputError, match="line 2: speaker 2's audio file not found"):
+        read_manifest(manifest, out_dir=tmp_path / "out")
+
+
+def test_library_values_are_normalised_and_a_fixed_box_is_one_face():
+    c = RunConfig(face="f.mp4", audio="a.wav", ranges="1-2", speakers=[Speaker("b.wav", 1, "0-1")])
+    assert c.ranges == (TimeRange(1, 2),) and c.speakers == (Speaker(Path("b.wav"), 1, (TimeRange(0, 1),)),)
+    with pytest.raises(ValueError, match="a fixed face box is one face"):
+        RunConfig(face="f.mp4", audio="a.wav", faces=FaceOptions(box=BOX), speakers=[Speaker("b.wav", 1)])

@@ -201,6 +201,8 @@ class RunConfig:
         if self.out is not None:
             self.out = Path(self.out)
         self.ranges, self.speakers = parse_ranges(self.ranges, "time ranges"), parse_speakers(self.speakers)
+        if self.speakers and self.faces.box is not None:
+            raise ValueError("extra speakers need face detection: a fixed face box is one face")
         for group in (self, self.faces, self.frames):
             check_fields(group)  # composite, refine and encode check themselves
 

@@ -149,9 +149,9 @@ def _split_speaker(text: str, what: str) -> tuple[str, str, str]:
 
 def parse_speaker(raw: Any, what: str = "speaker") -> Speaker:
     """A ``Speaker`` from ``INDEX:AUDIO[:RANGES]`` or ``{"face_index", "audio", "ranges"}``."""
-    if isinstance(raw, Speaker):
-        return raw
-    if isinstance(raw, Mapping):
+    if isinstance(raw, Speaker):  # a library caller's: its audio may be a str, its ranges a text
+        index, audio, ranges = -1 if raw.face_index is None else raw.face_index, raw.audio, raw.ranges
+    elif isinstance(raw, Mapping):
         unknown = set(raw) - {"face_index", "audio", "ranges"}
         if unknown:
             raise RangeError(f"{what}: unknown field(s) {', '.join(sorted(unknown))} (face_index, audio, ranges)")
