@@ -230,3 +230,34 @@ def test_library_values_are_normalised_and_a_fixed_box_is_one_face():
     assert c.ranges == (TimeRange(1, 2),) and c.speakers == (Speaker(Path("b.wav"), 1, (TimeRange(0, 1),)),)
     with pytest.raises(ValueError, match="a fixed face box is one face"):
         RunConfig(face="f.mp4", audio="a.wav", faces=FaceOptions(box=BOX), speakers=[Speaker("b.wav", 1)])
+
+
+def test_voices_of_other_rates_and_channels_mix_at_the_first_voices_rate(tmp_path):
+    first = AudioTrack(np.full((1, SR), 0.25, np.float32), SR)
+    stereo = AudioTrack(np.stack([np.full(44100, 0.1), np.full(44100, -0.1)]).astype(np.float32), 44100)
+    voices = [timeline.Voice(1, 0, tmp_path / "a.wav", first, first.samples[0]),
+              timeline.Voice(2, 1, tmp_path / "b.wav", stereo, np.zeros(SR, np.float32))]
+    track, notes = timeline.output_track(RunConfig(face="f.mp4", audio="a.wav"), None, voices,
+                                         timeline.Plan(False, 0.0, 0.5, round(1.5 * SR)))
+    assert track.sample_rate == SR and track.samples.shape == (2, round(1.5 * SR)) and notes == []
+    d = SR // 2  # both voices start after the 0.5 s delay
+    assert np.abs(track.samples[:, :d]).max() == 0
+    middle = track.samples[:, d + 100 : d + SR - 100]  # away from the resampler's edges
+    assert np.allclose(middle[0], 0.35, atol=2e-3) and np.allclose(middle[1], 0.15, atol=2e-3)
+
+
+def test_a_click_picks_the_face_under_it_and_rows_become_speakers(tmp_path):
+    from wav2lip_uhq.ui import UIInputError, config_from_ui
+    from wav2lip_uhq.ui.values import face_at
+
+    boxes = [(10, 10, 110, 130), (240, 10, 340, 130)]  # left to right
+    assert face_at(boxes, 300, 60) == 1 and face_at(boxes, 20, 20) == 0
+    assert face_at(boxes, 130, 60) == 0 and face_at(boxes, 220, 60) == 1  # beside a face: the nearest
+    assert face_at(boxes, 600, 600) is None  # far from every face
+    face, a, b = tmp_path / "f.png", tmp_path / "a.wav", tmp_path / "b.wav"
+    for p in (face, a, b):
+        p.write_bytes(b"x")
+    values = {"face": str(face), "audio": str(a), "speaker3_audio": str(b), "speaker3_face": -1}
+    assert config_from_ui(values).speakers == (Speaker(b, None),)  # an empty row 2 is skipped
+    with pytest.raises(UIInputError, match="speaker 2's audio file not found"):
+        config_from_ui({**values, "speaker2_audio": str(tmp_path / "gone.wav")})

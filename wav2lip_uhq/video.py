@@ -518,7 +518,8 @@ _COLOUR_TAGS = {"itu709": 1, "itu601": 6}  # AVCOL_SPC / _PRI / _TRC: BT.709, SM
 OPUS_RATE = 48_000
 
 
-def _resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """(channels, n) float samples from ``rate`` to ``target`` Hz (polyphase)."""
     from math import gcd
 
     from scipy.signal import resample_poly
@@ -615,7 +616,7 @@ class VideoWriter:
         codec = self.format.audio_codec
         rate = audio.sample_rate
         if codec == "libopus" and rate != OPUS_RATE:  # Opus codes 48 kHz (or its divisors)
-            samples, rate = _resample(samples, rate, OPUS_RATE), OPUS_RATE
+            samples, rate = resample(samples, rate, OPUS_RATE), OPUS_RATE
         self._audio_rate = rate
         self._audio_samples = np.ascontiguousarray(samples, dtype=np.float32)
         self.astream = self.container.add_stream(codec, rate=rate)

@@ -99,12 +99,10 @@ class LipSyncPipeline:
             return self.generator_factory(config, device)
         return self.models.generator(config, device)
 
-    def _track(self, config: RunConfig, landmarks, width: int, height: int,
-               face_index: int | None | str = "config") -> FaceTrackStream:
+    def _track(self, config: RunConfig, landmarks, width: int, height: int, face_index: int | None) -> FaceTrackStream:
         f = config.faces
-        index = f.face_index if face_index == "config" else face_index
         return FaceTrackStream(
-            width, height, f.pads, f.smoothing, index, fixed=f.box is not None, landmarks=landmarks,
+            width, height, f.pads, f.smoothing, face_index, fixed=f.box is not None, landmarks=landmarks,
             landmark_smoothing=config.composite.landmark_smoothing,
         )
 
@@ -167,8 +165,8 @@ class LipSyncPipeline:
         device = self._device(config)
         info, fps = _face_info(config)
         generator = self._generator(config, device)
-        voices = timeline.read_voices(config)
-        audios = timeline.voice_audios(voices, timeline.plan(config, info, fps, voices), fps, generator, config)
+        shape, voices = timeline.plan(config, info, fps, timeline.read_voices(config))
+        audios = timeline.voice_audios(voices, shape, fps, generator, config)
         index = max(0, min(frame_index, audios[0].frames - 1))
         src_index = _source_index(index, info, loop_mode(config))
         frame = _decode_one(config, src_index)
@@ -217,9 +215,8 @@ class LipSyncPipeline:
         preloaded = self.models.preload_generator(config, device) if self.generator_factory is None else None
 
         report("reading audio", 0, 1)
-        voices = timeline.read_voices(config)
         info, fps = _face_info(config)
-        shape = timeline.plan(config, info, fps, voices)  # ranges checked against the video
+        shape, voices = timeline.plan(config, info, fps, timeline.read_voices(config))  # ranges vs the video
         timings = {"audio": time.perf_counter() - t_start}
 
         report("loading models", 0, 1)  # these load while the generator does
@@ -230,7 +227,7 @@ class LipSyncPipeline:
         track_audio, notes = timeline.output_track(config, info, voices, shape)
         n_out = audios[0].frames
 
-        span = segment_span(config, info, n_out, self._track(config, landmarks, 1, 1))  # --segment
+        span = segment_span(config, info, n_out, self._tracks(config, landmarks, 1, 1, voices)[0])  # --segment
         n = span.end - span.start
         frames = FaceFrames(config, info, n_out, span.track_from)  # decode: opened once, first frame peeked
         try:

@@ -13,7 +13,7 @@ is the video's own length, and its audio is the video's own outside the ranges.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from ..config import RunConfig
 from ..errors import InputError
 from ..generators import Generator
 from ..speakers import TimeRange, format_ranges, resolve_ranges
-from ..video import AudioTrack, MediaInfo, read_audio_track
+from ..video import AudioTrack, MediaInfo, read_audio_track, resample
 from .audio_prep import RunAudio, read_speech, silent_frames
 
 SR = audio_mod.SAMPLE_RATE
@@ -78,18 +78,18 @@ def read_voices(config: RunConfig) -> list[Voice]:
     return voices
 
 
-def plan(config: RunConfig, info: MediaInfo, fps: float, voices: list[Voice]) -> Plan:
-    """The timeline of a run; bad ranges (beyond the video, on a still image) are one-line errors.
-    With ranges, a voice without any gets the whole video."""
-    ranged = any(v.ranges for v in voices)
-    if not ranged:
-        return Plan(False, 0.0, config.delay, max(round(config.delay * SR) + len(v.wav) for v in voices))
+def plan(config: RunConfig, info: MediaInfo, fps: float, voices: list[Voice]) -> tuple[Plan, list[Voice]]:
+    """The timeline of a run, and the voices with their ranges' ends filled in (a voice without
+    ranges in a ranged run: the whole video); bad ranges are one-line errors."""
+    if not any(v.ranges for v in voices):
+        return Plan(False, 0.0, config.delay, max(round(config.delay * SR) + len(v.wav) for v in voices)), voices
     if info.is_image:
         raise InputError(f"{config.face}: a still image has no time to choose ranges in; --range needs a video")
     seconds = (info.frame_count or round(info.duration * fps)) / fps
-    for v in voices:  # a voice without ranges in a ranged run: the whole video
-        v.ranges = resolve_ranges(v.ranges, seconds, config.delay, fps, str(config.face), f" of speaker {v.number}")
-    return Plan(True, seconds, config.delay)
+    where = str(config.face)
+    resolved = [replace(v, ranges=resolve_ranges(v.ranges, seconds, config.delay, fps, where, f" of speaker {v.number}"))
+                for v in voices]
+    return Plan(True, seconds, config.delay), resolved
 
 
 def frame_count(p: Plan, fps: float) -> int | None:
@@ -158,6 +158,7 @@ def voice_audio(v: Voice, p: Plan, fps: float, generator: Generator, config: Run
     if comp.silence != "off":
         reference = active & speaking
         silent = silent_frames(line, n, fps, comp.silence_db, reference=None if reference.all() else reference)
+    silent &= active  # outside the ranges the face passes through anyway
     passthrough = ~active
     if comp.silence == "close":
         silent |= active & ~speaking
@@ -178,14 +179,7 @@ def _channels(samples: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _at_rate(track: AudioTrack, rate: int, channels: int) -> np.ndarray:
-    samples = track.samples
-    if track.sample_rate != rate:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(track.sample_rate, rate)
-        samples = resample_poly(samples, rate // g, track.sample_rate // g, axis=1).astype(np.float32)
+    samples = track.samples if track.sample_rate == rate else resample(track.samples, track.sample_rate, rate)
     return _channels(samples, channels)
 
 
