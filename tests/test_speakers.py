@@ -261,3 +261,57 @@ def test_a_click_picks_the_face_under_it_and_rows_become_speakers(tmp_path):
     assert config_from_ui(values).speakers == (Speaker(b, None),)  # an empty row 2 is skipped
     with pytest.raises(UIInputError, match="speaker 2's audio file not found"):
         config_from_ui({**values, "speaker2_audio": str(tmp_path / "gone.wav")})
+
+
+def test_the_api_takes_speakers_audio_like_its_own_audio(tmp_path, speech_short, astronaut_png):
+    import base64
+    import shutil
+
+    from wav2lip_uhq.api import ApiError, ApiPolicy, parse_request, probe_media
+    from wav2lip_uhq.ui_runner import UIRunner
+
+    media, outside = tmp_path / "media", tmp_path / "elsewhere"
+    media.mkdir()
+    outside.mkdir()
+    face, speech = shutil.copy(astronaut_png, media / "face.png"), shutil.copy(speech_short, media / "a.wav")
+    secret = _wav(outside / "secret.wav", _noise(0.5))
+    policy = ApiPolicy(results_dir=tmp_path / "r", uploads_dir=tmp_path / "u", allowed_dirs=(media,))
+    runner = UIRunner(results_dir=tmp_path / "r")
+
+    def request(speakers, job="job"):
+        return parse_request({"face": str(face), "audio": str(speech), "settings": {"speakers": speakers}},
+                             policy, runner, job, need_sd_checkpoint=False)
+
+    upload = {"base64": base64.b64encode(speech_short.read_bytes()).decode(), "name": "second.wav"}
+    config = request([{"audio": upload, "face_index": 1, "ranges": "0-1"}])
+    [s] = config.speakers
+    assert s.audio.parent == tmp_path / "u" / "job" and s.audio.read_bytes() == speech_short.read_bytes()
+    assert (s.face_index, s.ranges) == (1, (TimeRange(0, 1),))
+    for speakers, status, why in (([{"audio": str(secret)}], 403, "outside the folders"),
+                                  ([f"1:{speech}"], 422, "expected an object"),
+                                  ([{"audio": str(speech), "face_index": "x"}], 422, "not a whole number"),
+                                  ([{"audio": str(speech)}] * 5, 422, "at most 4")):
+        with pytest.raises(ApiError, match=why) as err:
+            request(speakers, "bad")
+        assert err.value.status == status
+        assert not (tmp_path / "u" / "bad").exists()  # a refused request leaves no upload behind
+    (media / "b.wav").write_bytes(b"not audio")
+    with pytest.raises(ApiError, match="speakers.0..audio: b.wav is not readable audio") as err:
+        probe_media(request([{"audio": str(media / "b.wav")}], "j2"))
+    assert err.value.status == 415
+
+
+def test_two_speakers_with_the_real_generator_and_the_preview_agrees(two_faces, speech_short, w2l_checkpoint,
+                                                                     tmp_path):
+    """Two faces generated on two worker threads by one Wav2Lip model; the preview's frame is the run's."""
+    b = _wav(tmp_path / "b.wav", sf.read(speech_short, dtype="float32")[0][SR // 2 :])
+    pipe = LipSyncPipeline("cpu")
+    config = RunConfig(face=two_faces, audio=speech_short, checkpoint=w2l_checkpoint, out=tmp_path / "o.mkv",
+                       faces=FaceOptions(detector="dlib", face_index=0), speakers=(Speaker(b, face_index=1),),
+                       encode=EncodeSettings(lossless=True), cache_dir=tmp_path / "c", batch_size=8)
+    result = pipe.run(config)
+    out, src = _frames(result.output), _frames(two_faces)[0]
+    left, right = _changed(out, src, slice(None), slice(0, 230)), _changed(out, src, slice(None), slice(230, None))
+    assert len(out) == 35 and left.all() and right[:20].all() and not right[26:].any()  # b is 0.9 s long
+    frame, _ = pipe.preview(config, 5)
+    np.testing.assert_array_equal(frame, out[5])
