@@ -252,15 +252,23 @@ class LipSyncPipeline:
             frames.close()
         timings["total"] = time.perf_counter() - t_start
         no_face = loops.no_face
-        for v, missing in zip(voices, no_face):
-            if missing:
-                log.warning("%d of %d frames had no face %s and were left unchanged for it", missing, n,
-                            "" if len(voices) == 1 else f"for speaker {v.number}")
-        notes = _notes(config, info, encoder) + timeline.describe(voices, shape) + notes
-        notes += [f"speaker {v.number}: {m} of {n} frames without its face were left unchanged"
-                  for v, m in zip(voices[1:], no_face[1:]) if m]
+        notes = _notes(config, info, encoder) + timeline.describe(voices, shape) + notes + _missing(voices, no_face, n)
         return RunResult(out, n, no_face[0], fps, tracking.detection_cached,
                          int(audios[0].silent[span.start : span.end].sum()), timings, notes)
+
+
+def _missing(voices: list[Voice], no_face: list[int], n: int) -> list[str]:
+    """Frames without a speaker's face, logged; notes for the extra speakers (the first speaker's
+    count is the result's ``frames_without_face``)."""
+    notes = []
+    for v, missing in zip(voices, no_face):
+        if not missing:
+            continue
+        who = f"speaker {v.number}: " if len(voices) > 1 else ""
+        log.warning("%s%d of %d frames had no face and were left unchanged", who, missing, n)
+        if v.number > 1:
+            notes.append(f"{who}{missing} of {n} frames without its face were left unchanged")
+    return notes
 
 
 def _notes(config: RunConfig, info, encoder: Encoder) -> list[str]:
