@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from media_helpers import write_video
 from test_pipeline_stages import _FakeGenerator
 
-from media_helpers import write_video
 from wav2lip_uhq.cli import main
 from wav2lip_uhq.config import CompositeOptions, FaceOptions, RunConfig
 from wav2lip_uhq.errors import InputError
-from wav2lip_uhq.pipeline import LipSyncPipeline
-from wav2lip_uhq.pipeline import timeline
+from wav2lip_uhq.pipeline import LipSyncPipeline, timeline
 from wav2lip_uhq.speakers import RangeError, Speaker, TimeRange, parse_ranges, parse_speaker
 from wav2lip_uhq.video import AudioTrack, EncodeSettings, iter_frames, read_audio_track
 

@@ -64,8 +64,17 @@ def preview_and_pick(page) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gradio3", "gradio4"])
 def test_speakers_and_ranges_in_browser_under_host_gradio(name, tmp_path, speech_short):
-    from test_app_browser import PREFIX, chromium_browser, error_toasts, free_port, open_app, serve, server_env, \
-        status_text, upload
+    from test_app_browser import (
+        PREFIX,
+        chromium_browser,
+        error_toasts,
+        free_port,
+        open_app,
+        serve,
+        server_env,
+        status_text,
+        upload,
+    )
     from test_ui_gradio_versions import CHECK, env_python
 
     python = env_python(name)
@@ -98,13 +107,11 @@ def test_speakers_and_ranges_in_browser_under_host_gradio(name, tmp_path, speech
 
 def take_speakers_screenshot(out: Path) -> None:
     """speakers.png: the accordion filled in, the preview of a two-face picture after the clicks."""
+    import os
     import subprocess
     import tempfile
 
     import soundfile as sf
-
-    import os
-
     from test_app_browser import check_radio, chromium_browser, free_port, open_app, serve, server_env, upload
 
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ schema parses with it.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def parse_ranges(raw: Any, what: str = "range") -> tuple[TimeRange, ...]:
         else:
             ranges.append(_one_range(item, what))
     ranges.sort(key=lambda r: r.start)
-    for a, b in zip(ranges, ranges[1:]):
+    for a, b in itertools.pairwise(ranges):
         if a.end is None or a.end > b.start:
             raise RangeError(f"{what}: {a} and {b} overlap")
     return tuple(ranges)

@@ -34,8 +34,8 @@ from ..masks import MaskOptions
 from ..model_needs import uses_musetalk
 from ..outputs import reserve_output
 from ..video import iter_frames, probe
-from .audio_prep import RunAudio, silent_frames
 from . import timeline
+from .audio_prep import RunAudio, silent_frames
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, SpeakerLoops, draw_debug
 from .model_bank import ModelBank, PipelineModels
 from .source import (
@@ -49,8 +49,8 @@ from .source import (
     segment_span,
     tracked_frames,
 )
-from .timeline import Voice
 from .stages import Composite, FrameWork, Parse, Refine, Restore, Stage, Upscale  # noqa: F401 - FrameWork re-exported
+from .timeline import Voice
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class LipSyncPipeline:
         info, _ = _face_info(config)
         frame = _decode_one(config, _source_index(max(0, frame_index), info, loop_mode(config)))
         dets = np.asarray(self.models.detector(config, device).detect([np.ascontiguousarray(frame[:, :, ::-1])])[0])
-        boxes = [tuple(int(round(v)) for v in d[:4]) for d in dets.reshape(-1, 5)]
+        boxes = [tuple(round(float(v)) for v in d[:4]) for d in dets.reshape(-1, 5)]
         return sorted(boxes, key=lambda b: (b[0] + b[2]) / 2)
 
     # -- the run ------------------------------------------------------------------------

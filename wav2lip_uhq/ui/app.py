@@ -17,7 +17,15 @@ from ..ui_runner import UIRunner
 from .compat import image_input_sources, pass_audio_file_through
 from .form import SECTIONS, eid, section, widget
 from .handlers import Handlers, mode_change
-from .values import DEFAULTS, FACE_PICK, FACE_TYPES, SPEAKER_ROWS, UI_KEYS, checkpoint_choices, visibility_for_mode
+from .values import (
+    DEFAULTS,
+    FACE_PICK,
+    FACE_TYPES,
+    SPEAKER_ROWS,
+    UI_KEYS,
+    checkpoint_choices,
+    visibility_for_mode,
+)
 
 
 def _inputs_column(gr, d: Mapping[str, Any], comps: dict, runner: UIRunner):
