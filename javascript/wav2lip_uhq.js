@@ -79,6 +79,15 @@
         tts_speed: "Speaking rate: 1 is normal, 2 twice as fast.",
         tts_pause: "Silence between sentences, in seconds.",
         speak: "Speak the text now and put the audio into the audio player, to hear it before the lip sync.",
+        ranges: "Lip-sync only these times: START-END[@OFFSET] in seconds or m:ss, comma-separated (END " +
+            "empty: to the end; OFFSET: where in the speech the range starts). The rest of the video and its " +
+            "own audio pass through untouched.",
+        delay: "Seconds before the speech starts: at the start of the run, or of each range.",
+        face_pick: "Whose face a click on the preview sets: speaker 1 (the audio above) or speakers 2-5.",
+        speaker2_audio: "A second voice, for another face in the same shot; the voices are mixed.",
+        speaker2_face: "The face speaker 2 moves: 0 the leftmost, 1 the next... (-1 the largest); or click " +
+            "it in the preview.",
+        speaker2_ranges: "Speaker 2's own time ranges; empty: the run's ranges (or the whole run).",
         send_to_img2img: "Send the preview frame to img2img.",
         send_to_extras: "Send the preview frame to Extras (upscaling, face restoration)."
     };

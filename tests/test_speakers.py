@@ -229,6 +229,9 @@ def test_library_values_are_normalised_and_a_fixed_box_is_one_face():
     assert c.ranges == (TimeRange(1, 2),) and c.speakers == (Speaker(Path("b.wav"), 1, (TimeRange(0, 1),)),)
     with pytest.raises(ValueError, match="a fixed face box is one face"):
         RunConfig(face="f.mp4", audio="a.wav", faces=FaceOptions(box=BOX), speakers=[Speaker("b.wav", 1)])
+    with pytest.raises(ValueError, match="speaker 3 and speaker 2 both move face 1"):
+        RunConfig(face="f.mp4", audio="a.wav", faces=FaceOptions(face_index=0),
+                  speakers=[Speaker("b.wav", 1), Speaker("c.wav", 1)])
 
 
 def test_voices_of_other_rates_and_channels_mix_at_the_first_voices_rate(tmp_path):

@@ -203,6 +203,11 @@ class RunConfig:
         self.ranges, self.speakers = parse_ranges(self.ranges, "time ranges"), parse_speakers(self.speakers)
         if self.speakers and self.faces.box is not None:
             raise ValueError("extra speakers need face detection: a fixed face box is one face")
+        faces = [self.faces.face_index, *(s.face_index for s in self.speakers)]
+        for n, index in enumerate(faces[1:], 2):
+            if index is not None and index in faces[: n - 1]:
+                raise ValueError(f"speaker {n} and speaker {faces.index(index) + 1} both move face {index}: "
+                                 "give each speaker its own face index")
         for group in (self, self.faces, self.frames):
             check_fields(group)  # composite, refine and encode check themselves
 
