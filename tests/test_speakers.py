@@ -317,3 +317,22 @@ def test_two_speakers_with_the_real_generator_and_the_preview_agrees(two_faces, 
     assert len(out) == 35 and left.all() and right[:20].all() and not right[26:].any()  # b is 0.9 s long
     frame, _ = pipe.preview(config, 5)
     np.testing.assert_array_equal(frame, out[5])
+
+
+def test_a_stereo_video_keeps_its_stereo_sound_around_a_mono_voice(tmp_path):
+    from wav2lip_uhq.video import probe
+
+    frames = [np.full((64, 64, 3), 90, np.uint8)] * 25  # 1 s
+    sound = np.stack([np.full(SR, 0.2), np.full(SR, -0.2)]).astype(np.float32)
+    video = write_video(tmp_path / "v.mkv", frames, 25, AudioTrack(sound, SR))
+    voice = AudioTrack(np.full((1, SR), 0.5, np.float32), SR)
+    config = RunConfig(face=video, audio="a.wav", ranges="0.4-0.6")
+    shape, voices = timeline.plan(config, probe(video), 25.0,
+                                  [timeline.Voice(1, None, tmp_path / "a.wav", voice, voice.samples[0],
+                                                  config.ranges)])
+    track, _ = timeline.output_track(config, probe(video), voices, shape)
+    a, b = round(0.4 * SR), round(0.6 * SR)
+    assert track.samples.shape == (2, SR)
+    assert np.allclose(track.samples[:, :a], [[0.2], [-0.2]], atol=1e-3)  # the video's own, both channels
+    assert np.allclose(track.samples[:, a:b], 0.5, atol=1e-3)  # the voice on both
+    assert np.allclose(track.samples[:, b:], [[0.2], [-0.2]], atol=1e-3)

@@ -175,7 +175,10 @@ def voice_audios(voices: list[Voice], p: Plan, fps: float, generator: Generator,
 
 
 def _channels(samples: np.ndarray, channels: int) -> np.ndarray:
-    return np.repeat(samples[:1], channels, axis=0) if samples.shape[0] < channels else samples[:channels]
+    """Mono or stereo: mono is repeated, more channels are mixed down to one or cut to two."""
+    if samples.shape[0] < channels:
+        return np.repeat(samples[:1], channels, axis=0)
+    return samples.mean(axis=0, keepdims=True) if channels == 1 else samples[:channels]
 
 
 def _at_rate(track: AudioTrack, rate: int, channels: int) -> np.ndarray:
@@ -189,16 +192,18 @@ def output_track(config: RunConfig, info: MediaInfo, voices: list[Voice], p: Pla
     if p.trivial and len(voices) == 1:
         return voices[0].track, []
     rate = voices[0].track.sample_rate
-    channels = min(2, max(v.track.samples.shape[0] for v in voices))
+    own = read_audio_track(config.face) if p.ranged and info.has_audio else None  # the video's, outside ranges
+    tracks = [v.track for v in voices] + ([own] if own is not None else [])
+    channels = min(2, max(t.samples.shape[0] for t in tracks))
     speeches = [_at_rate(v.track, rate, channels) for v in voices]
     placed = [v.spans(rate, p.delay, s.shape[1]) for v, s in zip(voices, speeches)]
     total = round(p.video_seconds * rate) if p.ranged else max(a + n for spans in placed for a, _, n in spans)
     mix = np.zeros((channels, total), np.float32)
     notes = []
     if p.ranged:
-        if info.has_audio:
-            own = _at_rate(read_audio_track(config.face), rate, channels)[:, :total]
-            mix[:, : own.shape[1]] = own
+        if own is not None:
+            samples = _at_rate(own, rate, channels)[:, :total]
+            mix[:, : samples.shape[1]] = samples
         for v in voices:
             for r in v.ranges:
                 mix[:, round(r.start * rate) : round(r.end * rate)] = 0.0  # the ranges carry the new speech
