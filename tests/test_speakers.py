@@ -3,6 +3,7 @@ frames outside the ranges are the input's, the output audio is the mix (CPU, off
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ def test_two_speakers_each_face_moves_with_its_own_voice(two_faces, tmp_path):
     want = sf.read(a, dtype="float32")[0] + sf.read(b, dtype="float32")[0]
     assert len(mix) == len(want) and np.abs(mix - want).max() < 1e-3  # the two voices, mixed
     assert any("speaker 2 (b.wav) moves face 1" in n for n in result.notes)
+    assert not any("same face" in n for n in result.notes)
 
 
 def test_a_speaker_whose_audio_ended_passes_through(two_faces, tmp_path):
@@ -98,6 +100,11 @@ def test_a_speaker_whose_audio_ended_passes_through(two_faces, tmp_path):
     right = _changed(out, src, slice(None), slice(230, None))
     assert len(out) == 50 and right[:24].all() and not right[26:].any()
     assert _changed(out, src, slice(None), slice(0, 230)).all()
+    # "the largest" face is one of the two faces: both speakers on it is said, not silently done
+    same = dataclasses.replace(config, faces=FaceOptions(detector="dlib"), speakers=(Speaker(b),),
+                               out=tmp_path / "same.mkv")
+    notes = _pipe().run(same).notes
+    assert "speakers 1 and 2 follow the same face in most frames: give each its own face index" in notes
 
 
 def test_a_mix_that_would_clip_is_scaled_down_and_said(tmp_path):

@@ -253,6 +253,8 @@ class LipSyncPipeline:
         timings["total"] = time.perf_counter() - t_start
         no_face = loops.no_face
         notes = _notes(config, info, encoder) + timeline.describe(voices, shape) + notes + _missing(voices, no_face, n)
+        notes += [f"speakers {a} and {b} follow the same face in most frames: give each its own face index"
+                  for a, b in tracking.same_faces()]
         return RunResult(out, n, no_face[0], fps, tracking.detection_cached,
                          int(audios[0].silent[span.start : span.end].sum()), timings, notes)
 

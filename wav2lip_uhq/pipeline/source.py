@@ -250,6 +250,17 @@ class FaceTracking:
         for items in zip(*done):
             yield items[0][0], [geo for _, geo in items]
 
+    def same_faces(self) -> list[tuple[int, int]]:
+        """Speakers (numbered from 1) whose tracks follow one face in most frames where both have
+        one: a face index mistake ("the largest" is often face 0 too)."""
+        pairs = []
+        for a, b in itertools.combinations(range(len(self.streams)), 2):
+            sa, sb = self.streams[a].selected, self.streams[b].selected
+            both = ~np.isnan(sa[:, 0]) & ~np.isnan(sb[:, 0])
+            if both.any() and (np.abs(sa[both] - sb[both]).max(axis=1) < 1).mean() > 0.5:
+                pairs.append((a + 1, b + 1))
+        return pairs
+
     def geometries(self, j: int) -> list[FaceGeometry]:
         return [stream.geometry(j) for stream in self.streams]
 
