@@ -304,6 +304,10 @@ def test_the_api_takes_speakers_audio_like_its_own_audio(tmp_path, speech_short,
             request(speakers, "bad")
         assert err.value.status == status
         assert not (tmp_path / "u" / "bad").exists()  # a refused request leaves no upload behind
+    with pytest.raises(ApiError, match="a still image has no time to choose ranges in") as err:
+        probe_media(parse_request({"face": str(face), "audio": str(speech), "settings": {"ranges": "0-1"}},
+                                  policy, runner, "j3", need_sd_checkpoint=False))
+    assert err.value.status == 422
     (media / "b.wav").write_bytes(b"not audio")
     with pytest.raises(ApiError, match="speakers.0..audio: b.wav is not readable audio") as err:
         probe_media(request([{"audio": str(media / "b.wav")}], "j2"))
