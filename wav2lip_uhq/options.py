@@ -31,10 +31,11 @@ GROUPS = {  # group -> title (CLI argument group, UI section)
     "refinement": "refinement (uhq)",
     "speech": "text to speech (instead of --audio)",
     "output": "output",
+    "extras": "extra outputs (from the same pass, beside the result)",
     "compute": "compute",
 }
 KINDS = ("bool", "int", "float", "str", "text", "choice", "path", "ints4", "box", "controlnets", "loras",
-         "paths", "range")
+         "paths", "range", "choice_set")  # choice_set: any of the choices, in declared order
 _UNSET = object()
 
 
@@ -240,6 +241,17 @@ def _frame_range(opt: Option, raw: Any, what: str) -> tuple[int, int]:
     return start, end
 
 
+def _choice_set(opt: Option, raw: Any, what: str) -> tuple[str, ...]:
+    """``"raw,debug"`` (commas, spaces or ``;``) or a list -> the chosen ones in declared order."""
+    items = raw.replace(",", " ").replace(";", " ").split() if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise OptionError(f"{what}: {raw!r} must be a list of: {', '.join(opt.choices)}")
+    bad = [i for i in items if i not in opt.choices]
+    if bad:
+        raise OptionError(f"{what}: {', '.join(map(repr, bad))} not one of {', '.join(opt.choices)}")
+    return tuple(c for c in opt.choices if c in items)
+
+
 def coerce(opt: Option, raw: Any) -> Any:
     """The field value for ``raw`` as a UI, the CLI or a JSON client gives it; ``OptionError`` if
     the option does not accept it. Booleans are validated, never coerced (``"false"`` is refused)."""
@@ -290,6 +302,8 @@ def coerce(opt: Option, raw: Any) -> Any:
         return box
     if kind == "range":
         return _frame_range(opt, raw, label)
+    if kind == "choice_set":
+        return _choice_set(opt, raw, label)
     if kind == "controlnets":
         from .refine.base import ControlSpec
 
@@ -381,6 +395,11 @@ def check_fields(obj: Any) -> None:
             continue
         if opt.kind == "choice" and value not in opt.choices:
             raise ValueError(f"unknown {opt.label} {value!r} (choose from {', '.join(opt.choices)})")
+        if opt.kind == "choice_set":
+            try:
+                setattr(obj, f.name, _choice_set(opt, value, opt.label))  # normalised: declared order
+            except OptionError as exc:
+                raise ValueError(str(exc)) from None
         if opt.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 _check_range(opt, value, opt.label)
@@ -507,6 +526,11 @@ def _json_type(opt: Option) -> dict[str, Any]:
         s = {"anyOf": [two, {"type": "string"}]}
     elif k == "controlnets":
         s = {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}}
+    elif k == "choice_set":
+        one = "(?:" + "|".join(opt.choices) + ")"
+        listed = rf"^[\s,;]*(?:{one}(?:[\s,;]+{one})*)?[\s,;]*$"  # the text form coerce takes
+        s = {"anyOf": [{"type": "array", "items": {"enum": list(opt.choices)}, "uniqueItems": True},
+                       {"type": "string", "pattern": listed}]}
     else:
         s = {"type": "array", "items": {"type": "string"}}
     if opt.nullable and "type" in s:

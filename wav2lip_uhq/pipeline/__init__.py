@@ -8,6 +8,7 @@ encode. Memory is bounded by the batch sizes, not by the video length.
 - ``source``: decode (``FaceFrames``) and track (``FaceTracking``), in output order;
 - ``audio_prep``: the audio features per output frame, shared by ``run`` and ``preview``;
 - ``loop``: ``FrameLoop`` (batches, the generator's worker, work in flight) and ``Encoder``;
+- ``extras``: the extra outputs (raw, composited, debug, mask) written beside the result;
 - ``stages``: the per-frame stages after the generator, one interface;
 - ``model_bank``: models loaded once and kept between runs;
 - ``..generators``: the generator interface, Wav2Lip its first implementation.
@@ -32,9 +33,10 @@ from ..faces.stream import FaceTrackStream
 from ..generators import Generator
 from ..masks import MaskOptions
 from ..model_needs import uses_musetalk
-from ..outputs import reserve_output
+from ..outputs import extra_kinds, reserve_output
 from ..video import iter_frames, probe
 from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
+from .extras import with_taps
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
 from .model_bank import ModelBank, PipelineModels
 from .source import (
@@ -65,6 +67,7 @@ class RunResult:
     silent_frames: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the result's summary should tell the user
+    extra_outputs: dict[str, Path] = field(default_factory=dict)  # kind -> file (--extra-outputs)
 
 
 class LipSyncPipeline:
@@ -132,7 +135,7 @@ class LipSyncPipeline:
         c = config.composite
         return FrameLoop(
             generator, audio, stages, sink, batch_size=config.batch_size, keep_silent=c.silence == "keep",
-            aligned=c.aligned, keep_sources=keep_sources or c.debug_video is not None, cancelled=cancelled,
+            aligned=c.aligned, keep_sources=keep_sources or bool(extra_kinds(config)), cancelled=cancelled,
             report=report, frames=frames,
         )
 
@@ -194,7 +197,7 @@ class LipSyncPipeline:
 
         report("loading models", 0, 1)  # these load while the generator does
         detector, landmarks = self.models.detector(config, device), self.models.landmarks(config, device)
-        stages = self._stages(config, device, cancelled)
+        stages = with_taps(self._stages(config, device, cancelled), extra_kinds(config))
         generator = preloaded.result() if preloaded is not None else self._generator(config, device)
         audio = frame_audio(track_audio, wav, fps, generator, config)
 
@@ -226,7 +229,7 @@ class LipSyncPipeline:
             log.warning("%d of %d frames had no face and were left unchanged", loop.no_face, n)
         notes = _notes(config, info, encoder)
         return RunResult(out, n, loop.no_face, fps, tracking.detection_cached,
-                         int(audio.silent[span.start : span.end].sum()), timings, notes)
+                         int(audio.silent[span.start : span.end].sum()), timings, notes, encoder.outputs)
 
 
 def _notes(config: RunConfig, info, encoder: Encoder) -> list[str]:
