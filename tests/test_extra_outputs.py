@@ -221,3 +221,81 @@ def test_cli_lists_them_and_refuses_a_split(astronaut_png, speech_short, w2l_che
     printed = capsys.readouterr().out
     assert f"also wrote raw: {tmp_path / 'a.raw.mp4'}" in printed and "also wrote debug:" in printed
     assert (tmp_path / "a.raw.mp4").is_file() and (tmp_path / "a.debug.mp4").is_file()
+
+
+def test_the_ui_offers_them_and_keeps_them_out_of_the_recent_results(astronaut_png, speech_short, w2l_checkpoint,
+                                                                     tmp_path):
+    pytest.importorskip("gradio")
+    from test_ui import _block_fns
+
+    from wav2lip_uhq.ui import DEFAULTS, UI_KEYS, UIRunner, build_ui
+
+    runner = UIRunner(results_dir=tmp_path / "res", cache_dir=tmp_path / "cache", device="cpu")
+    demo = build_ui(runner)
+    assert demo.wav2lip_uhq_components["extra_outputs"].value == []
+    [run] = [f.fn for f in _block_fns(demo) if getattr(f.fn, "__name__", "") == "run"]
+    values = {**DEFAULTS, "face": str(astronaut_png), "audio": str(speech_short), "mode": "fast",
+              "checkpoint": str(w2l_checkpoint), "box": "80 200 170 280", "batch_size": 4,
+              "extra_outputs": ["mask_png", "raw"]}
+    status, video, summary, settings, recent, gallery, files = list(run(*[values[k] for k in UI_KEYS]))[-1]
+    stem = Path(video).stem
+    assert status.startswith("done:") and settings["extra_outputs"] == ["raw", "mask_png"]
+    assert files == [str(tmp_path / "res" / f"{stem}.raw.mp4")]  # the files; the PNG folder is named
+    assert f"also: raw: {stem}.raw.mp4" in summary and f"also: mask_png: {stem}.mask_png/" in summary
+    assert recent["choices"] == [video] and [c for _, c in gallery["value"]] == [Path(video).name]
+
+
+def test_the_api_lists_them_and_serves_each_by_name(tmp_path, w2l_checkpoint, astronaut_png, speech_short):
+    pytest.importorskip("fastapi")
+    from api_helpers import api_client
+
+    from wav2lip_uhq.api import API_PREFIX
+
+    api = api_client(tmp_path, w2l_checkpoint, astronaut_png, speech_short)
+    settings = {"mode": "fast", "box": "80 200 170 280", "checkpoint": "test_w2l.pth", "batch_size": 4,
+                "extra_outputs": ["raw", "mask", "mask_png"]}
+    r = api.post(API_PREFIX + "/run", json={"face": "face.png", "audio": "speech.wav", "settings": settings,
+                                           "output_name": "hello", "wait": True})
+    job = r.json()
+    assert r.status_code == 200 and job["state"] == "done", job
+    extras = job["extra_outputs"]
+    assert {k: v["name"] for k, v in extras.items()} == {"raw": "hello.raw.mp4", "mask": "hello.mask.mov",
+                                                          "mask_png": "hello.mask_png"}
+    assert extras["mask_png"]["frames"] == [f"{i:06d}.png" for i in range(job["frames"])]
+    files = f"{API_PREFIX}/jobs/{job['id']}/files/"
+    raw = api.get(files + "hello.raw.mp4")
+    assert raw.status_code == 200 and raw.headers["content-type"] == "video/mp4"
+    assert raw.content == (api.policy.results_dir / "hello.raw.mp4").read_bytes()
+    mov = api.get(files + "hello.mask.mov")
+    assert mov.status_code == 200 and mov.headers["content-type"] == "video/quicktime"
+    png = api.get(files + "hello.mask_png/000003.png")
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("hello.mp4", "hello.mask_png", "hello.mask_png/../hello.mp4", "..%2Fmedia%2Fface.png", "x.mp4"):
+        assert api.get(files + name).status_code == 404, name  # only the job's own extra files
+    again = api.post(API_PREFIX + "/run", json={"face": "face.png", "audio": "speech.wav", "settings": settings,
+                                               "output_name": "hello.mp4"})
+    assert again.status_code == 409
+    (api.policy.results_dir / "hello.mp4").unlink()  # the result gone, its extra outputs still there
+    again = api.post(API_PREFIX + "/run", json={"face": "face.png", "audio": "speech.wav", "settings": settings,
+                                               "output_name": "hello.mp4"})
+    assert again.status_code == 409 and "hello.raw.mp4" in again.json()["detail"]
+    bad = api.post(API_PREFIX + "/run", json={"face": "face.png", "audio": "speech.wav",
+                                             "settings": {**settings, "extra_outputs": ["nope"]}})
+    assert bad.status_code == 422 and "extra outputs" in bad.json()["detail"]
+
+
+def test_batch_manifests_take_them_per_row(tmp_path, astronaut_png, speech_short):
+    import json
+
+    from wav2lip_uhq.batch import ManifestError, read_manifest
+
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text(f"face,audio,out,extra-outputs\n{astronaut_png},{speech_short},a.mp4,mask;raw\n"
+                        f"{astronaut_png},{speech_short},b.mp4,\n", encoding="utf-8")
+    a, b = (r.config for r in read_manifest(manifest, {"extra_outputs": "debug"}, tmp_path / "o"))
+    assert a.extra_outputs == ("raw", "mask") and b.extra_outputs == ("debug",)  # a row's own column wins
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text(json.dumps({"face": str(astronaut_png), "audio": str(speech_short), "extra_outputs": ["nope"]})
+                     + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match="line 1: extra outputs: 'nope' not one of"):
+        read_manifest(jsonl, {}, tmp_path / "o")
