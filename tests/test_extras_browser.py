@@ -8,6 +8,7 @@ screenshot with the real pipeline (not part of the test run).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -91,6 +92,7 @@ def take_outputs_screenshot(path: Path) -> None:
     from wav2lip_uhq.models.fill import fill_rule_state_dict
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["PYTHONPATH"] = str(REPO)  # the app from this checkout, whatever is installed
     with tempfile.TemporaryDirectory(prefix="w2l_shots_") as tmp_name, chromium_browser() as browser:
         tmp = Path(tmp_name)
         ckpt = tmp / "wav2lip_gan.pth"
@@ -111,7 +113,7 @@ def take_outputs_screenshot(path: Path) -> None:
             page.click(f"{PREFIX}run")
             page.wait_for_function("sel => document.querySelector(sel).value.startsWith('done')",
                                    arg=f"{PREFIX}status textarea", timeout=300_000)
-            shown_files(page, ["speech.raw.mp4", "speech.mask.mov"])
+            shown_files(page, ["astronaut_speech.raw.mp4", "astronaut_speech.mask.mov"], timeout_ms=60_000)
             page.locator(f"{PREFIX}extras_group").scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             page.screenshot(path=str(path), full_page=True)
