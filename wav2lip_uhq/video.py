@@ -549,8 +549,8 @@ class VideoWriter:
         background: bool = True,
         fmt: OutputFormat | None = None,
     ) -> None:
-        """``fmt``: write this format whatever the name (``ALPHA_FORMAT``: frames are BGRA, float
-        alpha in the 4th channel of a float32 array or uint8)."""
+        """``fmt``: write this format whatever the name (``ALPHA_FORMAT``: frames are BGRA, the
+        alpha a float in [0, 1], or 10-bit in a uint16 array, or 8-bit in a uint8 one)."""
         import av
 
         self.path = Path(path)
@@ -689,12 +689,15 @@ class VideoWriter:
         )
 
     def _alpha_frame(self, bgra: np.ndarray):
-        """BGR + alpha (float in [0, 1], or uint8) -> yuva444p10le; the alpha plane is written
-        directly, rounded to 10 bits (swscale would truncate it)."""
+        """BGR + alpha -> yuva444p10le; the alpha plane is written directly, rounded to 10 bits
+        (swscale would truncate it)."""
         import av
 
         alpha = bgra[..., 3]
-        a10 = np.rint(alpha * 1023.0) if alpha.dtype.kind == "f" else alpha.astype(np.float32) * (1023 / 255)
+        if alpha.dtype.kind == "f":
+            a10 = np.rint(alpha * 1023.0)
+        else:
+            a10 = alpha if alpha.dtype == np.uint16 else np.rint(alpha.astype(np.float32) * (1023 / 255))
         bgr = np.ascontiguousarray(bgra[..., :3], dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
             format="yuva444p10le", dst_colorspace=self._matrix, dst_color_range="MPEG",

@@ -146,6 +146,15 @@ def mouth_layer(item: FrameWork) -> np.ndarray:
     return layer
 
 
+def ten_bit(layer: np.ndarray) -> np.ndarray:
+    """The float layer as uint16 (colour 0-255, alpha 0-1023) for the ProRes writer's queue: half
+    the memory of float32, and the alpha already at the 10 bits it is written with."""
+    out = np.empty(layer.shape, np.uint16)
+    out[..., :3] = np.rint(layer[..., :3])
+    out[..., 3] = np.rint(layer[..., 3] * 1023.0)
+    return out
+
+
 # -- writing ----------------------------------------------------------------------------------------
 class PngSequence:
     """RGBA PNGs (``000000.png`` ...) into a temporary folder beside ``path``, moved into place
@@ -161,6 +170,7 @@ class PngSequence:
         self.frames = 0
 
     def write(self, layer: np.ndarray) -> None:
+        """``layer``: BGRA float32 (colour 0-255, alpha 0-1), written as 8-bit RGBA."""
         bgra = np.empty(layer.shape, np.uint8)
         bgra[..., :3] = np.rint(layer[..., :3])
         bgra[..., 3] = np.rint(layer[..., 3] * 255.0)
@@ -217,14 +227,22 @@ class ExtraWriters:
                 writer.write(np.concatenate([item.frame, overlay], axis=1))
             else:
                 layer = mouth_layer(item) if layer is None else layer
-                writer.write(layer)
+                writer.write(layer if kind == "mask_png" else ten_bit(layer))
 
     def finish(self) -> None:
         for writer in self.writers.values():
             writer.finish()
 
     def commit(self) -> list[Path]:
-        return [writer.commit() for writer in self.writers.values()]
+        """Move every finished file into place; if one cannot be, the rest are dropped."""
+        done = []
+        for writer in self.writers.values():
+            try:
+                done.append(writer.commit())
+            except BaseException:
+                self.abort()
+                raise
+        return done
 
     def abort(self) -> None:
         for writer in self.writers.values():

@@ -92,7 +92,12 @@ class Encoder:
         except BaseException:
             self.abort()
             raise
-        self.writer.commit()
+        try:
+            self.writer.commit()
+        except BaseException:
+            if self.extras is not None:
+                self.extras.abort()
+            raise
         if self.extras is not None:
             self.extras.commit()
 
