@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from model_helpers import small_gfpgan_file, small_upscaler_file
+
 from wav2lip_uhq.config import CompositeOptions, FaceOptions, RunConfig
 from wav2lip_uhq.errors import Cancelled, OutputError
 from wav2lip_uhq.outputs import EXTRA_KINDS, check_output, extra_paths, is_extra_output, reserve_output
@@ -185,6 +185,18 @@ def test_names_and_reservations(astronaut_png, speech_short, tmp_path):
                                           composite=CompositeOptions(debug_video=out.with_suffix(".debug.mp4")))):
                 pass
     assert leftovers(tmp_path) == []
+    from test_outputs import dead_pid
+
+    from wav2lip_uhq.outputs import clean_stale_partials, marker_for
+
+    killed = tmp_path / ".gone.mask_png.0123abcd.partial"  # a killed run's PNG sequence, half written
+    killed.mkdir()
+    (killed / "000000.png").write_bytes(b"png")
+    marker_for(tmp_path / "gone.mask_png").write_text(str(dead_pid()))
+    live = tmp_path / ".live.mask_png.89abcdef.partial"
+    live.mkdir()
+    marker_for(tmp_path / "live.mask_png").write_text(str(os.getpid()))
+    assert clean_stale_partials(tmp_path) == 1 and not killed.exists() and live.is_dir()
     lossless = RunConfig(face=astronaut_png, audio=speech_short, out=tmp_path / "x.mkv", extra_outputs=("raw",),
                          encode=EncodeSettings(lossless=True))
     assert extra_paths(lossless, check_output(lossless))["raw"].name == "x.raw.mkv"

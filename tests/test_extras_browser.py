@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_app_browser import PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from test_app_browser import PREFIX  # noqa: E402
 
 
 def tick_extra_outputs(page, kinds: list[str]) -> None:
@@ -43,7 +42,15 @@ def shown_files(page, names: list[str], timeout_ms: int = 30_000) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gradio3", "gradio4"])
 def test_extra_outputs_in_browser_under_host_gradio(name, tmp_path, astronaut_png, speech_short):
-    from test_app_browser import chromium_browser, error_toasts, free_port, open_app, serve, server_env, upload
+    from test_app_browser import (
+        chromium_browser,
+        error_toasts,
+        free_port,
+        open_app,
+        serve,
+        server_env,
+        upload,
+    )
     from test_ui_gradio_versions import CHECK, env_python
 
     python = env_python(name)
@@ -121,6 +128,8 @@ def take_outputs_screenshot(path: Path) -> None:
 
 if __name__ == "__main__":
     import argparse
+
+    sys.path.insert(0, str(REPO))  # this checkout's package, whatever is installed
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--screenshot", type=Path, required=True, help="the PNG to write")
