@@ -108,6 +108,7 @@ def raw_frame(item: FrameWork) -> np.ndarray:
 
 
 def composited_frame(item: FrameWork) -> np.ndarray:
+    """The source with the composited region kept by the tap (later stages changed the result only)."""
     kept = item.taps.get("composited")
     if kept is None:
         return item.source
