@@ -196,12 +196,6 @@ def _reserve_all(paths: list[Path]) -> list[Path] | None:
     return markers
 
 
-def _busy(markers: list[Path], config) -> Path:
-    for m in markers:
-        m.unlink(missing_ok=True)
-    raise OutputError(f"{config.composite.debug_video}: another run is writing this file right now")
-
-
 def _candidates(config, folder: Path) -> Iterator[Path]:
     suffix = ".mkv" if config.encode.lossless else ".mp4"
     base = f"{Path(config.face).stem}_{Path(config.audio).stem}"
@@ -212,21 +206,44 @@ def _candidates(config, folder: Path) -> Iterator[Path]:
         n += 1
 
 
+def _reserve_named(targets: list[Path]) -> list[Path]:
+    """Markers for names given by the user: all of them, or OutputError naming the one taken."""
+    markers = _reserve_all(targets)
+    if markers is None:
+        busy = next(t for t in targets if marker_for(t).exists())
+        raise OutputError(f"{busy}: another run is writing this file right now")
+    return markers
+
+
+def _reserve_new_name(config, folder: Path) -> tuple[Path, list[Path]]:
+    """The first default name in ``folder`` where neither the result nor any of its extra outputs
+    exists or is reserved, with its markers (and the marker of a ``--debug-video`` name)."""
+    debug = config.composite.debug_video
+    fixed = _reserve_named([Path(debug)]) if debug is not None else []
+    for path in _candidates(config, folder):
+        targets = [path, *(p for k, p in extra_paths(config, path).items() if k != "debug" or debug is None)]
+        if any(t.exists() for t in targets):
+            continue
+        markers = _reserve_all(targets)
+        if markers is not None and not any(t.exists() for t in targets):
+            return path, markers + fixed
+        for m in markers or ():
+            m.unlink(missing_ok=True)
+    raise AssertionError("unreachable: the candidates never end")
+
+
 @contextmanager
 def reserve_output(config) -> Iterator[Path]:
-    """The output path, reserved for the duration of the ``with`` block (see the module doc).
+    """The output path, reserved for the duration of the ``with`` block (see the module doc),
+    with its extra outputs' names.
 
     A results folder this creates is removed again if the run fails and leaves it empty."""
     explicit = check_output(config)
     created: Path | None = None
     if explicit is not None:
-        folder, path = explicit.parent, explicit
-        clean_stale_partials(folder)
-        targets = [path, *extra_paths(config, path).values()]
-        markers = _reserve_all(targets)
-        if markers is None:
-            busy = next(t for t in targets if marker_for(t).exists())
-            raise OutputError(f"{busy}: another run is writing this file right now")
+        path = explicit
+        clean_stale_partials(path.parent)
+        markers = _reserve_named([path, *extra_paths(config, path).values()])
     else:
         folder = Path(config.out) if config.out is not None else Path(config.results_dir)
         if not folder.exists():
@@ -236,18 +253,12 @@ def reserve_output(config) -> Iterator[Path]:
                 raise OutputError(f"{folder}: cannot create the results folder ({exc.strerror or exc})") from None
             created = folder
         clean_stale_partials(folder)
-        for path in _candidates(config, folder):
-            targets = [path, *(p for k, p in extra_paths(config, path).items()
-                               if k != "debug" or config.composite.debug_video is None)]
-            if any(t.exists() for t in targets):
-                continue
-            markers = _reserve_all(targets)
-            if markers is not None and not any(t.exists() for t in targets):
-                break
-            for m in markers or ():
-                m.unlink(missing_ok=True)
-        if config.composite.debug_video is not None:  # an explicit name: this run's, or refused
-            markers.append(_try_reserve(Path(config.composite.debug_video)) or _busy(markers, config))
+        try:
+            path, markers = _reserve_new_name(config, folder)
+        except OutputError:
+            if created is not None:
+                created.rmdir()
+            raise
     ok = False
     try:
         yield path
