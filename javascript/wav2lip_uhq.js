@@ -63,6 +63,7 @@
         controlnet_start: "Fraction of the steps at which the ControlNet starts.",
         controlnet_end: "Fraction of the steps at which the ControlNet stops.",
         crf: "Video quality (H.264 CRF): lower is better and larger; 16 is visually lossless.",
+        extra_outputs: "Also write these beside the result, from the same pass: raw generator paste, the frame before restoration/refinement, the debug overlay, the mask as a ProRes 4444 layer (.mov) or RGBA PNGs.",
         batch_size: "Frames processed at once; lower it if you run out of memory.",
         preview_frame: "Frame number to preview.",
         preview: "Process one frame with the current settings and show it with its mask and landmarks.",

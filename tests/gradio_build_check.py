@@ -13,7 +13,7 @@ option groups. The runner's pipeline is a stand-in that fails if anything touche
 
 ``--serve PORT --result VIDEO --calls FILE`` then launches the standalone app (``ui.launch``) on
 127.0.0.1:PORT with a stand-in pipeline that copies VIDEO as each job's result and appends what
-the job received (face, audio, mode, detector) to FILE as JSON lines, for the browser test. It
+the job received (face, audio, mode, detector, extra outputs) to FILE as JSON lines, for the browser test. It
 prints ``READY`` once the UI is built and serves until killed.
 """
 
@@ -59,6 +59,10 @@ KEY_COMPONENTS = {
     "ranges": "textbox",
     "delay": "number",
     "face_pick": "radio",
+    # extra outputs: the checkboxes, and the files shown after a run
+    "extras_group": "accordion",
+    "extra_outputs": "checkboxgroup",
+    "extra_files": "file",
 }
 PREFIX = "wav2lip_uhq_"
 
@@ -91,6 +95,7 @@ class CopyPipeline:
             "speakers": [[sp.face_index, str(sp.audio), [str(r) for r in sp.ranges]] for sp in config.speakers],
             "ranges": [str(r) for r in config.ranges],
             "delay": config.delay,
+            "extra_outputs": list(config.extra_outputs),
         }
         with self.calls.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -107,7 +112,15 @@ class CopyPipeline:
         results.mkdir(parents=True, exist_ok=True)
         out = results / f"{face.stem}_{audio.stem}.mp4"
         shutil.copyfile(self.result, out)
-        return types.SimpleNamespace(output=out, frames=frames, fps=25.0, frames_without_face=0)
+        from wav2lip_uhq.outputs import EXTRA_OUTPUTS, extra_paths
+
+        extras = extra_paths(config, out)
+        for kind, path in extras.items():  # the same ready-made video under each extra output's name
+            if EXTRA_OUTPUTS[kind][0] == "/":
+                path.mkdir()  # a PNG sequence's folder
+            else:
+                shutil.copyfile(self.result, path)
+        return types.SimpleNamespace(output=out, frames=frames, fps=25.0, frames_without_face=0, extra_outputs=extras)
 
 
     def preview(self, config, frame_index=0):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from model_helpers import small_gfpgan_file, small_upscaler_file
 from wav2lip_uhq.config import CompositeOptions, FaceOptions, RunConfig
 from wav2lip_uhq.pipeline import LipSyncPipeline
 from wav2lip_uhq.video import EncodeSettings, iter_frames
@@ -14,23 +15,12 @@ from wav2lip_uhq.video import EncodeSettings, iter_frames
 
 @pytest.fixture(scope="module")
 def gfpgan_path(tmp_path_factory):
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    torch.manual_seed(0)
-    model = GFPGAN(out_size=128, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25)
-    path = tmp_path_factory.mktemp("gfpgan") / "GFPGANv1.4.pth"
-    torch.save({"params_ema": model.state_dict()}, path)
-    return path
+    return small_gfpgan_file(tmp_path_factory.mktemp("gfpgan"))
 
 
 @pytest.fixture(scope="module")
 def upscaler_path(tmp_path_factory):
-    from spandrel.architectures.Compact import Compact
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("sr") / "realesr-x2.pth"
-    torch.save({"params": Compact(num_feat=16, num_conv=2, upscale=2).state_dict()}, path)
-    return path
+    return small_upscaler_file(tmp_path_factory.mktemp("sr"))
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,8 @@ def cli_tokens(opt, raw):
         return [opt.flag if raw else "--no-" + opt.flag[2:]]
     if opt.kind in ("ints4", "box"):
         return [opt.flag, *map(str, raw)]
+    if opt.kind == "choice_set":
+        return [opt.flag, ",".join(raw)]
     return [opt.flag, str(raw)]
 
 
@@ -85,6 +87,9 @@ def samples(opt):
         return [(not opt.default, not opt.default)]
     if k == "choice":
         return [(c, c) for c in opt.choices]
+    if k == "choice_set":  # any of the choices, given in any order, kept in the declared order
+        return [(list(opt.choices), opt.choices), ([opt.choices[-1], opt.choices[0]], opt.choices[::len(opt.choices) - 1]),
+                ([], ())]
     if k in ("int", "float"):
         out = [(v, v) for v in (opt.minimum, opt.maximum) if v is not None]
         if opt.nullable:
@@ -101,7 +106,7 @@ def samples(opt):
 
 def refused(opt):
     k = opt.kind
-    if k == "choice":
+    if k in ("choice", "choice_set"):
         return ["no-such-choice"]
     if k in ("int", "float"):
         out = ["not a number"]

@@ -311,8 +311,8 @@ def test_pipeline_uhq_mode(tiny, astronaut_png, reference, w2l_checkpoint, tmp_p
     improved = pipe.run(RunConfig(out=tmp_path / "i.mkv", mode="improved", **common))
     stages = []
     uhq = pipe.run(RunConfig(out=tmp_path / "u.mkv", mode="uhq", refine=options(
-        checkpoint=tiny["folder"], controlnets=(ControlSpec(str(tiny["cn"]), "canny"),), opening="cavity"), **common),
-        progress=lambda s, d, t: stages.append(s))
+        checkpoint=tiny["folder"], controlnets=(ControlSpec(str(tiny["cn"]), "canny"),), opening="cavity"),
+        extra_outputs=("composited",), **common), progress=lambda s, d, t: stages.append(s))
     a = np.stack(list(iter_frames(improved.output))).astype(int)
     b = np.stack(list(iter_frames(uhq.output))).astype(int)
     assert a.shape == b.shape and a.shape[0] >= 6
@@ -323,3 +323,5 @@ def test_pipeline_uhq_mode(tiny, astronaut_png, reference, w2l_checkpoint, tmp_p
     face_changed = np.abs(a[0] - src).max(axis=2) > 0  # improved's own mask region
     assert ys.min() >= np.nonzero(face_changed)[0].min() - 2  # nothing above the compositing mask
     assert any(s.startswith("refining, crop ") for s in stages)  # the status counts the refined crops
+    # the composited extra output is the frame before refinement: what improved mode makes
+    np.testing.assert_array_equal(np.stack(list(iter_frames(uhq.extra_outputs["composited"]))).astype(int), a)

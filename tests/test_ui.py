@@ -218,7 +218,8 @@ def test_ui_run_handler_end_to_end(astronaut_png, speech_short, w2l_checkpoint, 
     values.update(face=str(astronaut_png), audio=str(speech_short), mode="fast", checkpoint=str(w2l_checkpoint),
                   box="80 200 170 280", batch_size=4)
     updates = list(fns[0](*[values[k] for k in UI_KEYS]))
-    status, video, summary, settings, recent, gallery = updates[-1]
+    status, video, summary, settings, recent, gallery, extra_files = updates[-1]
+    assert extra_files is None  # none asked for (tests/test_extra_outputs.py asks)
     assert status.startswith("done:") and Path(video).is_file() and settings["mode"] == "fast"
     assert summary.startswith("done:") and "mode fast" in summary  # one line; the JSON sits folded
     assert recent["value"] == video

@@ -11,6 +11,7 @@ from .faces.landmarks import LANDMARK_SMOOTHING
 from .faces.track import SMOOTHING
 from .masks import MASK_REGIONS
 from .options import check_fields, option
+from .outputs import EXTRA_KINDS, EXTRA_OUTPUTS
 from .refine.base import RefineOptions
 from .speakers import Speaker, TimeRange, parse_ranges, parse_speakers
 from .video import EncodeSettings
@@ -113,8 +114,9 @@ class CompositeOptions:
     musetalk_blend: str = option("masks", "MuseTalk's blend: our landmark masks, or parsing = MuseTalk's own "
                                  "face-parsing jaw blend (needs --parser 79999_iter.pth)", group="compositing",
                                  choices=("masks", "parsing"), label="MuseTalk blend")
-    debug_video: Path | None = option(None, "also write result | mask+landmarks overlay, side by side",
-                                      group="output", kind="path", null=None, ui=False, client=False)
+    debug_video: Path | None = option(None, "write the debug extra output (result | mask+landmarks overlay) to "
+                                      "this file instead of <result>.debug.<ext>", group="extras", kind="path",
+                                      null=None, ui=False, client=False)
     fan_path: Path | None = option(None, "FAN weights (default: the models folder)", group="compositing",
                                    kind="path", null=None, ui=False, client=False)
 
@@ -153,6 +155,10 @@ class RunConfig:
                               kind="path", null=None, ui=False, client=False)
     overwrite: bool = option(False, "replace the --out file if it exists (otherwise an existing file is refused)",
                              group="run", ui=False, client=False)
+    extra_outputs: tuple[str, ...] = option(
+        (), "also write, from the same pass, beside the result as <result>.<kind>.<ext>: "
+        + "; ".join(f"{k}: {what}" for k, (_, what) in EXTRA_OUTPUTS.items()), group="extras",
+        kind="choice_set", choices=EXTRA_KINDS, label="extra outputs")
     checkpoint: str | Path | None = option(
         "wav2lip_gan", "generator checkpoint: a path or a known name", group="run", kind="str", null=None,
         label="generator checkpoint", widget="dropdown")

@@ -32,10 +32,11 @@ GROUPS = {  # group -> title (CLI argument group, UI section)
     "speech": "text to speech (instead of --audio)",
     "speakers": "several speakers and time ranges",
     "output": "output",
+    "extras": "extra outputs (from the same pass, beside the result)",
     "compute": "compute",
 }
 KINDS = ("bool", "int", "float", "str", "text", "choice", "path", "ints4", "box", "controlnets", "loras",
-         "paths", "range", "ranges", "speakers")
+         "paths", "range", "ranges", "speakers", "choice_set")  # choice_set: any of the choices, in declared order
 _UNSET = object()
 
 
@@ -241,6 +242,17 @@ def _frame_range(opt: Option, raw: Any, what: str) -> tuple[int, int]:
     return start, end
 
 
+def _choice_set(opt: Option, raw: Any, what: str) -> tuple[str, ...]:
+    """``"raw,debug"`` (commas, spaces or ``;``) or a list -> the chosen ones in declared order."""
+    items = raw.replace(",", " ").replace(";", " ").split() if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise OptionError(f"{what}: {raw!r} must be a list of: {', '.join(opt.choices)}")
+    bad = [i for i in items if i not in opt.choices]
+    if bad:
+        raise OptionError(f"{what}: {', '.join(map(repr, bad))} not one of {', '.join(opt.choices)}")
+    return tuple(c for c in opt.choices if c in items)
+
+
 def coerce(opt: Option, raw: Any) -> Any:
     """The field value for ``raw`` as a UI, the CLI or a JSON client gives it; ``OptionError`` if
     the option does not accept it. Booleans are validated, never coerced (``"false"`` is refused)."""
@@ -298,6 +310,8 @@ def coerce(opt: Option, raw: Any) -> Any:
             return parse_ranges(raw, label) if kind == "ranges" else parse_speakers(raw)
         except ValueError as exc:
             raise OptionError(str(exc)) from None
+    if kind == "choice_set":
+        return _choice_set(opt, raw, label)
     if kind == "controlnets":
         from .refine.base import ControlSpec
 
@@ -393,6 +407,11 @@ def check_fields(obj: Any) -> None:
             continue
         if opt.kind == "choice" and value not in opt.choices:
             raise ValueError(f"unknown {opt.label} {value!r} (choose from {', '.join(opt.choices)})")
+        if opt.kind == "choice_set":
+            try:
+                setattr(obj, f.name, _choice_set(opt, value, opt.label))  # normalised: declared order
+            except OptionError as exc:
+                raise ValueError(str(exc)) from None
         if opt.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 _check_range(opt, value, opt.label)
@@ -534,6 +553,11 @@ def _json_type(opt: Option) -> dict[str, Any]:
         from .speakers import MAX_SPEAKERS
 
         s = {"type": "array", "items": {"anyOf": [{"type": "string"}, one]}, "maxItems": MAX_SPEAKERS}
+    elif k == "choice_set":
+        one = "(?:" + "|".join(opt.choices) + ")"
+        listed = rf"^[\s,;]*(?:{one}(?:[\s,;]+{one})*)?[\s,;]*$"  # the text form coerce takes
+        s = {"anyOf": [{"type": "array", "items": {"enum": list(opt.choices)}, "uniqueItems": True},
+                       {"type": "string", "pattern": listed}]}
     else:
         s = {"type": "array", "items": {"type": "string"}}
     if opt.nullable and "type" in s:

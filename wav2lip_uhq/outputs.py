@@ -10,6 +10,10 @@ The name is reserved at once by a marker file created exclusively beside it
 name, while nothing appears under the name itself until the finished file is renamed there. A
 marker whose process is gone, and the ``.partial`` files such a process left, are cleaned up by
 the next run in that folder.
+
+The run's extra outputs (``--extra-outputs``, ``extra_paths``) are named after the result,
+``<result stem>.<kind>.<ext>``, and follow the same rules: reserved with it, an existing one
+refused unless ``overwrite``, and a default name is only chosen where none of them exists.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +32,48 @@ from .video import check_output_path
 log = logging.getLogger(__name__)
 
 PARTIAL = re.compile(r"\.(?P<stem>.+)\.[0-9a-f]{8}\.partial(?P<suffix>\.[^.]+)$")  # VideoWriter's temp names
+PARTIAL_DIR = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.partial$")  # a PNG sequence being written
+
+# The extra outputs of one run, in the order they are listed: kind -> (name suffix, what it is).
+# A suffix of "" keeps the result's container (``talk.raw.mp4``); a folder has no suffix.
+EXTRA_OUTPUTS = {
+    "raw": ("", "the generator's faces pasted as fast mode does (hard box; no blend, restoration or refinement)"),
+    "composited": ("", "the frame after compositing, before face restoration (enhanced) and SD refinement (uhq)"),
+    "debug": ("", "result | overlay side by side: mask in red, landmarks in green, generator box in blue"),
+    "mask": (".mov", "ProRes 4444 with alpha: the new mouth layer, alpha = the compositing mask"),
+    "mask_png": ("/", "the same layer as RGBA PNGs in a folder, one per frame (000000.png, ...)"),
+}
+EXTRA_KINDS = tuple(EXTRA_OUTPUTS)
+_EXTRA_NAME = re.compile(r".+\.(?:" + "|".join(EXTRA_KINDS) + r")(?:\.[^.]+)?$")
+
+
+def extra_kinds(config) -> tuple[str, ...]:
+    """The extra outputs ``config`` asks for, in ``EXTRA_KINDS`` order (``--debug-video PATH``
+    asks for ``debug``, written there)."""
+    kinds = set(getattr(config, "extra_outputs", ()) or ())
+    if config.composite.debug_video is not None:
+        kinds.add("debug")
+    return tuple(k for k in EXTRA_KINDS if k in kinds)
+
+
+def extra_paths(config, out: Path) -> dict[str, Path]:
+    """Where each extra output of the result ``out`` goes: ``<stem>.<kind>.<ext>`` beside it."""
+    out = Path(out)
+    paths = {}
+    for kind in extra_kinds(config):
+        suffix = EXTRA_OUTPUTS[kind][0]
+        if kind == "debug" and config.composite.debug_video is not None:
+            paths[kind] = Path(config.composite.debug_video)
+        elif suffix == "/":
+            paths[kind] = out.with_name(f"{out.stem}.{kind}")
+        else:
+            paths[kind] = out.with_name(f"{out.stem}.{kind}{suffix or out.suffix}")
+    return paths
+
+
+def is_extra_output(path: Path) -> bool:
+    """A file named like an extra output (``talk.raw.mp4``): not listed as a result of its own."""
+    return bool(_EXTRA_NAME.fullmatch(Path(path).name))
 
 
 def marker_for(path: Path) -> Path:
@@ -85,13 +132,20 @@ def clean_stale_partials(folder: Path) -> int:
     except OSError:
         return 0
     for entry in entries:
-        m = PARTIAL.match(entry.name)
-        if not m or not entry.is_file():
+        m, d = PARTIAL.match(entry.name), PARTIAL_DIR.match(entry.name)
+        if m and entry.is_file():
+            target = entry.with_name(m["stem"] + m["suffix"])
+        elif d and entry.is_dir():
+            target = entry.with_name(d["name"])
+        else:
             continue
-        marker = marker_for(entry.with_name(m["stem"] + m["suffix"]))
+        marker = marker_for(target)
         if marker.exists() and not _stale(marker):
             continue
-        entry.unlink(missing_ok=True)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
         removed += 1
     if removed:
         log.info("removed %d stale partial output(s) from %s", removed, folder)
@@ -103,18 +157,43 @@ def check_output(config, *, for_default: bool = True) -> Path | None:
     explicit output file, or None when the name will be chosen in a folder."""
     out = Path(config.out) if config.out is not None else None
     lossless = config.encode.lossless
+    debug = config.composite.debug_video
+    if debug is not None:
+        _check_target(config, Path(debug), lossless)
     if out is None or out.is_dir():
         check_output_path(Path("x.mkv" if lossless else "x.mp4"), lossless)
         return None
+    _check_target(config, out, lossless)
+    for kind, path in extra_paths(config, out).items():
+        if kind != "debug" or debug is None:
+            _check_target(config, path, lossless, video=EXTRA_OUTPUTS[kind][0] == "")
+    return out
+
+
+def _check_target(config, out: Path, lossless: bool, video: bool = True) -> None:
+    """One file the run will write: not an input, a known container, not there (or ``overwrite``)."""
     for src in (config.face, config.audio):
         if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
             raise OutputError(f"{out}: refusing to overwrite an input file")
-    check_output_path(out, lossless)
+    if video:
+        check_output_path(out, lossless)
     if out.exists() and not getattr(config, "overwrite", False):
         raise OutputError(f"{out}: already exists; choose another name or pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise OutputError(f"{out.parent}: output folder does not exist")
-    return out
+
+
+def _reserve_all(paths: list[Path]) -> list[Path] | None:
+    """Markers for every path, or None (and none kept) when one of them is taken."""
+    markers: list[Path] = []
+    for path in paths:
+        marker = _try_reserve(path)
+        if marker is None:
+            for m in markers:
+                m.unlink(missing_ok=True)
+            return None
+        markers.append(marker)
+    return markers
 
 
 def _candidates(config, folder: Path) -> Iterator[Path]:
@@ -127,19 +206,44 @@ def _candidates(config, folder: Path) -> Iterator[Path]:
         n += 1
 
 
+def _reserve_named(targets: list[Path]) -> list[Path]:
+    """Markers for names given by the user: all of them, or OutputError naming the one taken."""
+    markers = _reserve_all(targets)
+    if markers is None:
+        busy = next(t for t in targets if marker_for(t).exists())
+        raise OutputError(f"{busy}: another run is writing this file right now")
+    return markers
+
+
+def _reserve_new_name(config, folder: Path) -> tuple[Path, list[Path]]:
+    """The first default name in ``folder`` where neither the result nor any of its extra outputs
+    exists or is reserved, with its markers (and the marker of a ``--debug-video`` name)."""
+    debug = config.composite.debug_video
+    fixed = _reserve_named([Path(debug)]) if debug is not None else []
+    for path in _candidates(config, folder):
+        targets = [path, *(p for k, p in extra_paths(config, path).items() if k != "debug" or debug is None)]
+        if any(t.exists() for t in targets):
+            continue
+        markers = _reserve_all(targets)
+        if markers is not None and not any(t.exists() for t in targets):
+            return path, markers + fixed
+        for m in markers or ():
+            m.unlink(missing_ok=True)
+    raise AssertionError("unreachable: the candidates never end")
+
+
 @contextmanager
 def reserve_output(config) -> Iterator[Path]:
-    """The output path, reserved for the duration of the ``with`` block (see the module doc).
+    """The output path, reserved for the duration of the ``with`` block (see the module doc),
+    with its extra outputs' names.
 
     A results folder this creates is removed again if the run fails and leaves it empty."""
     explicit = check_output(config)
     created: Path | None = None
     if explicit is not None:
-        folder, path = explicit.parent, explicit
-        clean_stale_partials(folder)
-        marker = _try_reserve(path)
-        if marker is None:
-            raise OutputError(f"{path}: another run is writing this file right now")
+        path = explicit
+        clean_stale_partials(path.parent)
+        markers = _reserve_named([path, *extra_paths(config, path).values()])
     else:
         folder = Path(config.out) if config.out is not None else Path(config.results_dir)
         if not folder.exists():
@@ -149,20 +253,19 @@ def reserve_output(config) -> Iterator[Path]:
                 raise OutputError(f"{folder}: cannot create the results folder ({exc.strerror or exc})") from None
             created = folder
         clean_stale_partials(folder)
-        for path in _candidates(config, folder):
-            if path.exists():
-                continue
-            marker = _try_reserve(path)
-            if marker is not None and not path.exists():
-                break
-            if marker is not None:
-                marker.unlink(missing_ok=True)
+        try:
+            path, markers = _reserve_new_name(config, folder)
+        except OutputError:
+            if created is not None:
+                created.rmdir()
+            raise
     ok = False
     try:
         yield path
         ok = True
     finally:
-        marker.unlink(missing_ok=True)
+        for marker in markers:
+            marker.unlink(missing_ok=True)
         if not ok and created is not None:
             try:
                 created.rmdir()  # only when empty

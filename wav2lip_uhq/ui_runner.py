@@ -25,6 +25,7 @@ from .cache import default_cache_dir
 from .config import RunConfig
 from .errors import Cancelled
 from .files import write_atomic
+from .outputs import is_extra_output
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,7 @@ class UIRunner:
             p
             for p in self.results_dir.iterdir()
             if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+            and not is_extra_output(p)  # talk.raw.mp4 belongs to talk.mp4
         ]
         files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         return files[:limit]

@@ -476,6 +476,8 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
     ".webm": OutputFormat("webm", "libvpx-vp9", "libopus", "VP9 + Opus"),
 }
 LOSSLESS_FORMAT = OutputFormat("matroska", "ffv1", "flac", "FFV1 (RGB) + FLAC")
+# a layer with an alpha channel, for editors: ProRes 4444 (10-bit 4:4:4 + alpha), video only
+ALPHA_FORMAT = OutputFormat("mov", "prores_ks", "", "ProRes 4444 + alpha")
 SUPPORTED_OUTPUTS = ".mp4, .m4v, .mov, .mkv (H.264 + AAC), .webm (VP9 + Opus); lossless: .mkv"
 
 
@@ -546,12 +548,15 @@ class VideoWriter:
         audio: AudioTrack | None,
         settings: EncodeSettings = EncodeSettings(),
         background: bool = True,
+        fmt: OutputFormat | None = None,
     ) -> None:
+        """``fmt``: write this format whatever the name (``ALPHA_FORMAT``: frames are BGRA, the
+        alpha a float in [0, 1], or 10-bit in a uint16 array, or 8-bit in a uint8 one)."""
         import av
 
         self.path = Path(path)
         # Lossless is Matroska whatever the name (library callers); users are held to .mkv upstream.
-        self.format = LOSSLESS_FORMAT if settings.lossless else check_output_path(self.path)
+        self.format = fmt or (LOSSLESS_FORMAT if settings.lossless else check_output_path(self.path))
         if not self.path.parent.is_dir():
             raise OutputError(f"{self.path.parent}: output folder does not exist")
         if not os.access(self.path.parent, os.W_OK):
@@ -591,6 +596,12 @@ class VideoWriter:
         self.vstream.width, self.vstream.height = self.width, self.height
         if codec == "ffv1":
             self.vstream.pix_fmt = "bgr0"
+        elif codec == "prores_ks":  # 4444 with a 16-bit alpha plane: the 10-bit alpha we write, exact
+            self.vstream.pix_fmt = "yuva444p10le"
+            self.vstream.options = {"profile": "4444", "alpha_bits": "16", "vendor": "apl0"}
+            cc = self.vstream.codec_context
+            cc.colorspace = cc.color_primaries = cc.color_trc = _COLOUR_TAGS[self._matrix]
+            cc.color_range = 1
         else:
             self.vstream.pix_fmt = "yuv420p"
             cc = self.vstream.codec_context
@@ -666,6 +677,8 @@ class VideoWriter:
         """BGR -> the codec's pixel format, with accurate rounding and the tagged matrix/range."""
         import av
 
+        if self.format.video_codec == "prores_ks":
+            return self._alpha_frame(frame_bgr)
         frame = av.VideoFrame.from_ndarray(frame_bgr, format="bgr24")
         if self.format.video_codec == "ffv1":
             return frame
@@ -675,6 +688,27 @@ class VideoWriter:
             dst_color_range="MPEG",
             interpolation=_sws_flags(False),
         )
+
+    def _alpha_frame(self, bgra: np.ndarray):
+        """BGR + alpha -> yuva444p10le; the alpha plane is written directly, rounded to 10 bits
+        (swscale would truncate it)."""
+        import av
+
+        alpha = bgra[..., 3]
+        if alpha.dtype.kind == "f":
+            a10 = np.rint(alpha * 1023.0)
+        else:
+            a10 = alpha if alpha.dtype == np.uint16 else np.rint(alpha.astype(np.float32) * (1023 / 255))
+        bgr = np.ascontiguousarray(bgra[..., :3], dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
+            format="yuva444p10le", dst_colorspace=self._matrix, dst_color_range="MPEG",
+            interpolation=_sws_flags(False),
+        )
+        plane = frame.planes[3]
+        rows = np.zeros((self.height, plane.line_size // 2), np.uint16)
+        rows[:, : self.width] = np.clip(np.rint(a10), 0, 1023)
+        plane.update(rows.tobytes())
+        return frame
 
     def _write_audio_until(self, seconds: float | None) -> None:
         import av
@@ -698,8 +732,14 @@ class VideoWriter:
 
     def close(self) -> Path:
         """Flush, finish the file and move it into place."""
-        if self._closed:
-            return self.path
+        self.finish()
+        return self.commit()
+
+    def finish(self) -> None:
+        """Flush and finish the temporary file, not yet under its name (``commit`` moves it there):
+        several outputs of one run appear together or not at all."""
+        if self._closed or getattr(self, "_finished", False):
+            return
         try:
             self._stop_thread()
             if self._error is not None:
@@ -709,6 +749,16 @@ class VideoWriter:
                 self._write_audio_until(None)  # the whole audio, as upstream (no -shortest)
                 self._mux(self.astream.encode(None))
             self.container.close()
+        except Exception:
+            self.abort()
+            raise
+        self._finished = True
+
+    def commit(self) -> Path:
+        """Move the finished file into place (after ``finish``)."""
+        if self._closed:
+            return self.path
+        try:
             os.replace(self.tmp, self.path)
         except Exception:
             self.abort()

@@ -56,10 +56,24 @@ class ApiJob:
                 r = job.result
                 out.update(output=str(r.output), frames=r.frames, fps=r.fps,
                            frames_without_face=r.frames_without_face, notes=list(getattr(r, "notes", [])),
-                           settings=str(job.settings_path) if job.settings_path else None)
+                           settings=str(job.settings_path) if job.settings_path else None,
+                           extra_outputs=extra_listing(getattr(r, "extra_outputs", {})))
         if self.error:
             out["error"] = self.error
         return out
+
+
+def extra_listing(extras: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The job's extra outputs for its JSON: kind -> the name ``GET .../files/{name}`` serves (a
+    PNG sequence: its folder, and the frame names inside it, ``{folder}/000000.png``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, path in extras.items():
+        path = Path(path)
+        entry: dict[str, Any] = {"name": path.name}
+        if path.is_dir():
+            entry["frames"] = sorted(p.name for p in path.iterdir() if p.suffix == ".png")
+        out[kind] = entry
+    return out
 
 
 class JobQueue:

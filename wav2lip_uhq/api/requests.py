@@ -230,9 +230,16 @@ def parse_request(payload: Any, policy: ApiPolicy, runner: UIRunner, job_id: str
             if values["out"].exists():
                 raise ApiError(409, f"output_name: {name} already exists in the results folder")
         try:
-            return config_from_ui(values, need_sd_checkpoint=need_sd_checkpoint)
+            config = config_from_ui(values, need_sd_checkpoint=need_sd_checkpoint)
         except UIInputError as exc:
             raise ApiError(422, str(exc)) from None
+        if config.out is not None:
+            from ..outputs import extra_paths
+
+            taken = [p.name for p in extra_paths(config, config.out).values() if p.exists()]
+            if taken:
+                raise ApiError(409, f"output_name: {', '.join(taken)} already exist(s) in the results folder")
+        return config
     except ApiError:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise

@@ -12,7 +12,9 @@ import asyncio
 import base64
 import binascii
 import json
+import mimetypes
 import os
+import re
 import secrets
 import shutil
 import time
@@ -187,10 +189,38 @@ def register_routes(app, runner: UIRunner, policy: ApiPolicy, *, prefix: str = A
 
     route("post", "/jobs/{job_id}/cancel", job_cancel, job_id=str)
     route("get", "/jobs/{job_id}/video", job_video, job_id=str)
+
+    def job_file(request, job_id: str, name: str):
+        """One extra output of a finished job, by the name its JSON lists (or a PNG of a sequence)."""
+        item = job_or_404(job_id)
+        if item.state != "done" or item.job is None or item.job.result is None:
+            raise ApiError(409, f"job {job_id} has no result yet (state: {item.state})")
+        path = extra_file(item.job.result, name)
+        if not _inside(path, [Path(os.path.realpath(policy.results_dir))]) or not path.is_file():
+            raise ApiError(410, f"{name}: no longer available")
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(str(path), media_type=media, filename=path.name)
+
+    route("get", "/jobs/{job_id}/files/{name:path}", job_file, job_id=str, name=str)
     from .batch import register_batch_routes  # POST /batch, GET /batches/{id}, cancel: the same guard
 
     jobs.batches = register_batch_routes(route, runner, policy, jobs.new_id, read_body, need_sd_checkpoint, prefix)
     return jobs
+
+
+def extra_file(result, name: str) -> Path:
+    """The extra output ``name`` of ``result`` (``folder/000000.png`` inside a PNG sequence); 404
+    for any other name, so a client reaches only the files its job wrote."""
+    folder, sep, frame = name.partition("/")
+    for path in getattr(result, "extra_outputs", {}).values():
+        path = Path(path)
+        if path.name != folder:
+            continue
+        if not sep and not path.is_dir():
+            return Path(os.path.realpath(path))
+        if sep and path.is_dir() and re.fullmatch(r"\d{6}\.png", frame):
+            return Path(os.path.realpath(path / frame))
+    raise ApiError(404, f"{name}: not an extra output of this job")
 
 
 def _signature(request_cls, params: Mapping[str, Any]):

@@ -28,7 +28,7 @@ AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
 INPUT_COLUMNS = ("face", "audio", "out")
 TEXT_KEYS = ("text", "text_file")
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-LIST_KINDS = ("controlnets", "loras", "paths", "speakers")
+LIST_KINDS = ("controlnets", "loras", "paths", "speakers", "choice_set")
 MAX_PROBLEMS = 20  # lines printed for a bad manifest; the rest are counted
 
 

@@ -74,8 +74,11 @@ def part_suffix(out: Path, lossless: bool) -> str:
 
 def check_splittable(config) -> None:
     """What a split run cannot do, as one line, before any worker starts."""
-    if config.composite.debug_video is not None:
-        raise InputError(f"{config.face}: --debug-video is not split across workers; run it whole")
+    from ..outputs import extra_kinds
+
+    if extra_kinds(config):
+        what = "--debug-video" if config.composite.debug_video is not None else "--extra-outputs"
+        raise InputError(f"{config.face}: {what} is not split across workers; run it whole")
     if config.frames.segment is not None:
         raise InputError(f"{config.face}: --segment and --workers split the run twice; give one of them")
     if config.speakers or config.ranges or config.delay:

@@ -47,6 +47,8 @@ def _argument(group, opt: Option) -> None:
         kw.update(type=_typed(opt), metavar="N")
     elif k in ("ints4", "box"):
         kw.update(nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
+    elif k == "choice_set":  # --extra-outputs raw,mask
+        kw.update(type=_typed(opt), metavar="{" + ",".join(opt.choices) + "}[,...]")
     elif k in ("controlnets", "loras", "paths", "ranges", "speakers"):
         kw["action"] = "append"
         kw["metavar"] = {"controlnets": "MODEL[:PRE[:WEIGHT[:START:END]]]", "loras": "FILE[:WEIGHT]",

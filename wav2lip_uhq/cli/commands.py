@@ -156,6 +156,8 @@ def cmd_run(args) -> int:
         if saved is not None:
             msg += f"; spoken audio saved as {saved}"
     print(msg)
+    for kind, path in getattr(result, "extra_outputs", {}).items():
+        print(f"also wrote {kind}: {path}")
     for note in getattr(result, "notes", ()):
         print(f"note: {note}")
     return 0

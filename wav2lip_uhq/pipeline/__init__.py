@@ -8,6 +8,7 @@ encode. Memory is bounded by the batch sizes, not by the video length.
 - ``source``: decode (``FaceFrames``) and track (``FaceTracking``), in output order;
 - ``audio_prep``: the audio features per output frame, shared by ``run`` and ``preview``;
 - ``loop``: ``FrameLoop`` (batches, the generator's worker, work in flight) and ``Encoder``;
+- ``extras``: the extra outputs (raw, composited, debug, mask) written beside the result;
 - ``stages``: the per-frame stages after the generator, one interface;
 - ``model_bank``: models loaded once and kept between runs;
 - ``..generators``: the generator interface, Wav2Lip its first implementation.
@@ -32,10 +33,11 @@ from ..faces.stream import FaceTrackStream
 from ..generators import Generator
 from ..masks import MaskOptions
 from ..model_needs import uses_musetalk
-from ..outputs import reserve_output
+from ..outputs import extra_kinds, reserve_output
 from ..video import iter_frames, probe
 from . import timeline
 from .audio_prep import RunAudio, silent_frames
+from .extras import with_taps
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, SpeakerLoops, draw_debug
 from .model_bank import ModelBank, PipelineModels
 from .source import (
@@ -67,6 +69,7 @@ class RunResult:
     silent_frames: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the result's summary should tell the user
+    extra_outputs: dict[str, Path] = field(default_factory=dict)  # kind -> file (--extra-outputs)
 
 
 class LipSyncPipeline:
@@ -138,7 +141,7 @@ class LipSyncPipeline:
         c = config.composite
         return FrameLoop(
             generator, audio, stages, sink, batch_size=config.batch_size, keep_silent=c.silence == "keep",
-            aligned=c.aligned, keep_sources=keep_sources or c.debug_video is not None, cancelled=cancelled,
+            aligned=c.aligned, keep_sources=keep_sources or bool(extra_kinds(config)), cancelled=cancelled,
             report=report, frames=frames, reuse_prepared=reuse_prepared,
         )
 
@@ -222,6 +225,7 @@ class LipSyncPipeline:
         report("loading models", 0, 1)  # these load while the generator does
         detector, landmarks = self.models.detector(config, device), self.models.landmarks(config, device)
         stages = [self._stages(config, device, cancelled) for _ in voices]
+        stages[-1] = with_taps(stages[-1], extra_kinds(config))  # the extra outputs see the last speaker's stages
         generator = preloaded.result() if preloaded is not None else self._generator(config, device)
         audios = timeline.voice_audios(voices, shape, fps, generator, config)
         track_audio, notes = timeline.output_track(config, info, voices, shape)
@@ -256,7 +260,7 @@ class LipSyncPipeline:
         notes += [f"speakers {a} and {b} follow the same face in most frames: give each its own face index"
                   for a, b in tracking.same_faces()]
         return RunResult(out, n, no_face[0], fps, tracking.detection_cached,
-                         int(audios[0].silent[span.start : span.end].sum()), timings, notes)
+                         int(audios[0].silent[span.start : span.end].sum()), timings, notes, encoder.outputs)
 
 
 def _missing(voices: list[Voice], no_face: list[int], n: int) -> list[str]:

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
-from ..compositing import Placement
 from ..errors import Cancelled
 from ..faces.stream import FaceGeometry
 from ..generators import Generator
+from ..outputs import extra_paths
 from ..video import AudioTrack, VideoWriter
 from .audio_prep import RunAudio
+from .extras import ExtraWriters, draw_debug  # noqa: F401 - draw_debug re-exported
 from .stages import FrameWork, Stage
 
 ProgressFn = Callable[[str, int, int], None]
@@ -54,57 +54,58 @@ class Collect:
         self.items.append(item)
 
 
-def draw_debug(
-    frame: np.ndarray, placement: Placement | None, alpha: np.ndarray | None, roi: tuple[int, int, int, int] | None
-) -> np.ndarray:
-    """The frame with the mask tinted red, landmarks in green and the generator box in blue."""
-    vis = frame.copy()
-    if placement is None:
-        return vis
-    if alpha is not None and roi is not None:
-        x1, y1, x2, y2 = roi
-        region = vis[y1:y2, x1:x2].astype(np.float32)
-        region[..., 2] = region[..., 2] * (1 - 0.6 * alpha) + 255 * 0.6 * alpha
-        vis[y1:y2, x1:x2] = region.astype(np.uint8)
-    x1, y1, x2, y2 = placement.box
-    cv2.rectangle(vis, (x1, y1), (x2 - 1, y2 - 1), (255, 0, 0), 1)
-    if placement.landmarks is not None:
-        for x, y in placement.landmarks:
-            cv2.circle(vis, (round(float(x)), round(float(y))), 1, (0, 255, 0), -1)
-    return vis
-
-
 class Encoder:
-    """The encode stage: results (and the debug overlay) into the output files, which appear
-    only when complete (``abort`` leaves nothing)."""
+    """The encode stage: results into the output file, and the run's extra outputs beside it
+    (``extras``), which appear only together, when complete (``abort`` leaves nothing)."""
 
-    def __init__(self, writer: VideoWriter, debug_writer: VideoWriter | None = None) -> None:
-        self.writer, self.debug_writer = writer, debug_writer
+    def __init__(self, writer: VideoWriter, extras: ExtraWriters | None = None) -> None:
+        self.writer, self.extras = writer, extras
 
     @classmethod
     def open(cls, out: Path, width: int, height: int, rate, track: AudioTrack | None, config) -> Encoder:
         """``track`` None: video only (a ``--segment``, whose join muxes the audio once)."""
         writer = VideoWriter(out, width, height, rate, track, config.encode)
-        debug = config.composite.debug_video
-        if debug is None:
+        paths = extra_paths(config, out)
+        if not paths:
             return cls(writer)
-        return cls(writer, VideoWriter(Path(debug), width * 2, height, rate, track, config.encode))
+        try:
+            return cls(writer, ExtraWriters(paths, width, height, rate, track, config.encode))
+        except BaseException:
+            writer.abort()
+            raise
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        """The extra outputs by kind."""
+        return {k: w.path for k, w in self.extras.writers.items()} if self.extras is not None else {}
 
     def write(self, item: FrameWork) -> None:
         self.writer.write(item.frame)
-        if self.debug_writer is not None:
-            overlay = draw_debug(item.source, item.placement, item.alpha, item.roi)
-            self.debug_writer.write(np.concatenate([item.frame, overlay], axis=1))
+        if self.extras is not None:
+            self.extras.write(item)
 
     def close(self) -> None:
-        if self.debug_writer is not None:
-            self.debug_writer.close()
-        self.writer.close()
+        """Finish every file, then move them all into place."""
+        try:
+            self.writer.finish()
+            if self.extras is not None:
+                self.extras.finish()
+        except BaseException:
+            self.abort()
+            raise
+        try:
+            self.writer.commit()
+        except BaseException:
+            if self.extras is not None:
+                self.extras.abort()
+            raise
+        if self.extras is not None:
+            self.extras.commit()
 
     def abort(self) -> None:
         self.writer.abort()
-        if self.debug_writer is not None:
-            self.debug_writer.abort()
+        if self.extras is not None:
+            self.extras.abort()
 
 
 @dataclass

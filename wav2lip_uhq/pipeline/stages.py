@@ -12,7 +12,7 @@ decoder (writable, referenced nowhere else) becomes the record's result without 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,7 +37,8 @@ class FrameWork:
     visible: np.ndarray | None = None  # face-parsing mask over the compositing region
     roi: tuple[int, int, int, int] | None = None  # the compositing region
     alpha: np.ndarray | None = None  # the compositing alpha over ``roi`` (None: hard paste)
-    keep_source: bool = True  # the original is read later (debug overlay): never write into it
+    keep_source: bool = True  # the original is read later (extra outputs): never write into it
+    taps: dict[str, Any] = field(default_factory=dict)  # what extra outputs keep on the way (extras.Tap)
     _result: np.ndarray | None = None
 
     @property

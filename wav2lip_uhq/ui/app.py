@@ -229,6 +229,8 @@ def build_ui(
                     interrupt_btn = gr.Button("Interrupt", elem_id=eid("interrupt"))
                 status = gr.Textbox(value="idle", label="Progress", interactive=False, elem_id=eid("status"))
                 result_video = gr.Video(label="Result", interactive=False, elem_id=eid("result"))
+                extra_files = gr.File(label="Extra outputs", file_count="multiple", interactive=False,
+                                      elem_id=eid("extra_files"))
                 summary = gr.Textbox(label="Result", interactive=False, elem_id=eid("summary"))
                 with gr.Accordion("Settings (saved as <result>.json)", open=False):
                     settings_json = gr.JSON(label="Settings", elem_id=eid("settings"))
@@ -250,7 +252,8 @@ def build_ui(
         refresh_ckpt.click(h.refresh_checkpoints, inputs=[comps["checkpoint"]], outputs=[comps["checkpoint"]])
         preview_btn.click(h.preview, inputs=inputs, outputs=[preview_img, overlay_img, status])
         _wire_face_pick(gr, comps, h, preview_img, status, inputs)
-        run_btn.click(h.run, inputs=inputs, outputs=[status, result_video, summary, settings_json, recent, gallery])
+        run_btn.click(h.run, inputs=inputs,
+                      outputs=[status, result_video, summary, settings_json, recent, gallery, extra_files])
         interrupt_btn.click(h.interrupt, inputs=None, outputs=[status], queue=False)
         refresh_recent.click(h.refresh_recent, inputs=[recent], outputs=[recent])
         refresh_recent.click(h.refresh_gallery, inputs=None, outputs=[gallery])

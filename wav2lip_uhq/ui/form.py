@@ -16,6 +16,7 @@ SECTIONS = (
     ("mask_group", "Mask and blending", ("compositing",), "mask"),
     ("restore_group", "Restoration (enhanced)", ("restoration",), "restore"),
     ("refine_group", "Refinement (uhq)", ("refinement",), "refine"),
+    ("extras_group", "Extra outputs (same pass, beside the result)", ("extras",), None),
     ("output_group", "Output and compute", ("output", "compute"), None),
 )
 TOP_KEYS = ("mode", "checkpoint", "allow_download")  # drawn at the top by the app, not in a section
@@ -39,6 +40,8 @@ def widget(gr, opt: Option, value: Any, **extra: Any):
     k = opt.kind
     if k == "bool":
         return gr.Checkbox(value=value, **common)
+    if k == "choice_set":
+        return gr.CheckboxGroup(list(opt.choices), value=list(value or ()), **common)
     if k == "choice":
         radio = opt.widget == "radio" or (not opt.widget and len(opt.choices) <= 4)
         return (gr.Radio if radio else gr.Dropdown)(list(opt.choices), value=value, **common)
@@ -96,7 +99,7 @@ def section(gr, groups: tuple[str, ...], values: Mapping[str, Any], comps: dict,
         elif opt.kind == "controlnets":
             flush()
             _controlnet(gr, values, comps, controlnet_widget)
-        elif opt.kind in ("text", "path", "str", "box"):
+        elif opt.kind in ("text", "path", "str", "box", "choice_set"):
             flush()
             comps[opt.key] = widget(gr, opt, values[opt.key])
         else:
@@ -109,7 +112,7 @@ def section(gr, groups: tuple[str, ...], values: Mapping[str, Any], comps: dict,
 def element_ids() -> set[str]:
     """Every elem_id suffix the form can make (for the javascript's tooltips and the tests)."""
     ids = {"run", "interrupt", "preview", "preview_frame", "preview_image", "preview_overlay", "status",
-           "result", "settings", "summary", "gallery", "recent", "recent_refresh", "checkpoint_refresh",
+           "result", "extra_files", "settings", "summary", "gallery", "recent", "recent_refresh", "checkpoint_refresh",
            "face", "audio", *TOP_KEYS, *(s[0] for s in SECTIONS),
            # text to speech, the face picture, the WebUI's "Send frame to" buttons
            "face_image", "speech_group", "tts_language", "speak", "send_to_img2img", "send_to_extras",

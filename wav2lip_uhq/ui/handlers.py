@@ -63,10 +63,18 @@ def message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def summary(settings: dict | None, progress: str, notes: Sequence[str] = ()) -> str:
-    """The result summary shown above the (folded) settings: one line, then any notes."""
+def summary(settings: dict | None, progress: str, notes: Sequence[str] = (), extras: dict | None = None) -> str:
+    """The result summary shown above the (folded) settings: one line, the extra outputs, any notes."""
     line = progress if not settings else f"{progress} — mode {settings.get('mode', '?')}"
-    return "\n".join([line, *(f"note: {n}" for n in notes)])
+    also = [f"also: {kind}: {Path(path).name}{'/ (a folder of PNGs)' if Path(path).is_dir() else ''}"
+            for kind, path in (extras or {}).items()]
+    return "\n".join([line, *also, *(f"note: {n}" for n in notes)])
+
+
+def extra_files(extras: dict | None) -> list[str]:
+    """The extra outputs the UI offers for download: the files (a PNG sequence's folder is named
+    in the summary)."""
+    return [str(p) for p in (extras or {}).values() if Path(p).is_file()]
 
 
 def mode_change(mode: str) -> tuple[dict, dict, dict]:
@@ -211,7 +219,7 @@ class Handlers:
         A failure ends in the status (and one console line), never as an error on every output."""
         import gradio as gr
 
-        unchanged = (gr.update(),) * 5
+        unchanged = (gr.update(),) * 6
         try:
             job = self.runner.start(self.config(args))
         except (UIInputError, Wav2LipUHQError, RunnerBusy, ValueError) as exc:
@@ -229,13 +237,15 @@ class Handlers:
             return
         out = str(job.result.output)
         settings = load_settings(out)
+        extras = getattr(job.result, "extra_outputs", {})
         yield (
             job.progress_text(),
             out,
-            summary(settings, job.progress_text(), getattr(job.result, "notes", ())),
+            summary(settings, job.progress_text(), getattr(job.result, "notes", ()), extras),
             settings,
             gr.update(choices=self.recent_choices(), value=out),
             gr.update(value=self.gallery_items()),
+            extra_files(extras) or None,
         )
 
     def interrupt(self) -> str:
