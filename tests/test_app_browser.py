@@ -85,8 +85,9 @@ def server_env(tmp: Path, **extra: str) -> dict:
         GRADIO_TEMP_DIR=str(tmp / "gradio_tmp"),  # uploads stay under the test's folder
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
-        **extra,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),  # this checkout
     )
+    env.update(extra)
     return env
 
 
