@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputError
+from .resume import held_by_job
 from .video import check_output_path
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def reserve_output(config) -> Iterator[Path]:
             created = folder
         clean_stale_partials(folder)
         for path in _candidates(config, folder):
-            if path.exists():
+            if path.exists() or held_by_job(path, config):  # an interrupted job's name stays its own
                 continue
             marker = _try_reserve(path)
             if marker is not None and not path.exists():

@@ -33,6 +33,7 @@ from ..generators import Generator
 from ..masks import MaskOptions
 from ..model_needs import uses_musetalk
 from ..outputs import reserve_output
+from ..resume import open_job, resume_config
 from ..video import iter_frames, probe
 from .audio_prep import RunAudio, frame_audio, read_speech, silent_frames
 from .loop import BATCH_FRAME_BYTES, Collect, Encoder, FrameLoop, draw_debug
@@ -178,7 +179,10 @@ class LipSyncPipeline:
         cancel: Callable[[], bool] | None = None,
     ) -> RunResult:
         """Lip-sync ``config.face`` to ``config.audio``; the output's name is reserved before any
-        work starts (``outputs.reserve_output``) and the file appears there only when complete."""
+        work starts (``outputs.reserve_output``) and the file appears there only when complete.
+        ``config.resume``: continue the interrupted run of these inputs and settings (``resume``)."""
+        if config.resume:
+            config = resume_config(config)  # the job's output; refused when inputs or settings changed
         with reserve_output(config) as out:
             return self._run(config, out, progress or (lambda stage, done, total: None), cancel or (lambda: False))
 
@@ -198,18 +202,22 @@ class LipSyncPipeline:
         generator = preloaded.result() if preloaded is not None else self._generator(config, device)
         audio = frame_audio(track_audio, wav, fps, generator, config)
 
-        span = segment_span(config, info, audio.frames, self._track(config, landmarks, 1, 1))  # --segment
+        job = open_job(config, out, audio.frames, fps)  # --resume-every: in segments, resumable (``resume``)
+        span = segment_span(job.run_config(config) if job else config, info, audio.frames,
+                            self._track(config, landmarks, 1, 1))  # --segment, or where a resume starts
         n = span.end - span.start
         frames = FaceFrames(config, info, audio.frames, span.track_from)  # decode: opened once, first frame peeked
         try:
             tracking = FaceTracking(config, info, audio.frames, detector,
                                     self._track(config, landmarks, frames.width, frames.height))
             rate = info.frame_rate if not info.is_image else _fraction(fps)
-            encoder = Encoder.open(out, frames.width, frames.height, rate, None if config.frames.segment else
-                                   track_audio, config)
+            encoder = (job.encoder(frames.width, frames.height, rate, track_audio, config) if job else
+                       Encoder.open(out, frames.width, frames.height, rate, None if config.frames.segment else
+                                    track_audio, config))
             t_loop = time.perf_counter()
+            loop_report = job.progress(report) if job else report
             try:
-                with self._loop(config, generator, audio, stages, encoder, cancelled, report, frames=n) as loop:
+                with self._loop(config, generator, audio, stages, encoder, cancelled, loop_report, frames=n) as loop:
                     for frame, geometry, i, j in tracked_frames(frames, tracking, span):  # decode -> track
                         loop.push(frame, geometry, i, j)  # -> generate -> composite, post-process -> encode
                     loop.flush()
@@ -225,7 +233,7 @@ class LipSyncPipeline:
         if loop.no_face:
             log.warning("%d of %d frames had no face and were left unchanged", loop.no_face, n)
         notes = _notes(config, info, encoder)
-        return RunResult(out, n, loop.no_face, fps, tracking.detection_cached,
+        return RunResult(out, job.frames if job else n, loop.no_face, fps, tracking.detection_cached,
                          int(audio.silent[span.start : span.end].sum()), timings, notes)
 
 
