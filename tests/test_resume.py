@@ -194,3 +194,82 @@ def test_state_file_records_inputs_settings_and_parts(pipeline, moving_face_vide
     assert set(state["digests"]) == {"face", "audio"} and state["values"]["mode"] == "improved"
     assert [(p["start"], p["end"]) for p in state["parts"]] == [(0, 10)]
     assert "out.mkv: 10/35 frames done" in job.describe()
+
+
+# -- the CLI: --resume, a killed process, `jobs` -------------------------------------------------
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+HANG_AFTER_FIRST_PART = """
+import sys, time
+import wav2lip_uhq.resume as resume
+finish = resume.PartEncoder._finish_part
+def finish_then_hang(self):  # the test's stand-in for a long run: it is killed here
+    finish(self)
+    print("saved", self.next, flush=True)
+    time.sleep(600)
+resume.PartEncoder._finish_part = finish_then_hang
+from wav2lip_uhq.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def cli_args(face, audio, ckpt, tmp_path, out):
+    return ["run", "--face", str(face), "--audio", str(audio), "--checkpoint", str(ckpt), "--detector", "dlib",
+            "--lossless", "--batch-size", "8", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+            "--resume-every", str(SEGMENT), "--out", str(out), "-q"]
+
+
+def test_a_killed_cli_run_resumes_with_resume(moving_face_video, speech, w2l_checkpoint, tmp_path, whole, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from wav2lip_uhq.cli import main
+
+    out = tmp_path / "out.mkv"
+    args = cli_args(moving_face_video, speech, w2l_checkpoint, tmp_path, out)
+    child = subprocess.Popen([sys.executable, "-c", HANG_AFTER_FIRST_PART, *args], stdout=subprocess.PIPE,
+                             text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert child.stdout.readline().strip() == "saved 10"  # the first segment is on disk
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL and not out.exists()
+    assert main(["jobs", "--cache-dir", str(tmp_path / "cache")]) == 0
+    listing = capsys.readouterr().out
+    assert "interrupted" in listing and "moving.mkv + speech.wav -> out.mkv: 10/35 frames done" in listing
+
+    assert main([*args, "--resume"]) == 0
+    assert f"wrote {out} (35 frames at 25 fps" in capsys.readouterr().out
+    assert_same_frames(whole, out)
+    assert np.array_equal(audio_of(whole), audio_of(out))
+    assert main(["jobs", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().out.strip() == "no interrupted jobs"
+
+
+def test_cli_resume_exit_codes(moving_face_video, speech, w2l_checkpoint, tmp_path, capsys):
+    from wav2lip_uhq.cli import main
+
+    args = cli_args(moving_face_video, speech, w2l_checkpoint, tmp_path, tmp_path / "out.mkv")
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'out.mkv'}: no interrupted job writes this file (`wav2lip-uhq jobs` lists them)"
+    assert main(["jobs", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().out.strip() == "no interrupted jobs"
+    assert main(["jobs", "--cache-dir", str(tmp_path / "cache"), "--discard", "abc"]) == 2
+    assert "abc: no job has this key" in capsys.readouterr().err
+
+
+def test_jobs_discard_removes_an_interrupted_job(pipeline, moving_face_video, speech, w2l_checkpoint, tmp_path,
+                                                 capsys):
+    from wav2lip_uhq.cli import main
+
+    config = make_config(moving_face_video, speech, w2l_checkpoint, tmp_path, tmp_path / "out.mkv")
+    interrupt_after(pipeline, config, 10)
+    [job] = interrupted_jobs(config.cache_dir)
+    assert main(["jobs", "--cache-dir", str(config.cache_dir), "--discard", job.key[:8]]) == 0
+    assert capsys.readouterr().out.strip() == f"discarded job {job.key[:8]}"
+    assert list_jobs(config.cache_dir) == [] and not job.folder.exists()
+    args = cli_args(moving_face_video, speech, w2l_checkpoint, tmp_path, config.out)
+    assert main([*args, "--resume"]) == 2 and "no interrupted job writes this file" in capsys.readouterr().err

@@ -119,7 +119,7 @@ class JobState:
         when = f"{age:.0f} min ago" if age < 120 else f"{age / 60:.0f} h ago"
         return (f"{Path(self.data['face']).name} + {Path(self.data['audio']).name} -> {self.out.name}: "
                 f"{self.frames_done}/{self.frames_total} frames done, {self.data['values'].get('mode')}, "
-                f"interrupted {when}")
+                f"last saved {when}")
 
 
 def load_job(folder: Path) -> JobState | None:

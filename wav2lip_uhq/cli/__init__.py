@@ -1,4 +1,4 @@
-"""Command line: ``wav2lip-uhq run | batch | models | models download | app``.
+"""Command line: ``wav2lip-uhq run | batch | jobs | models | models download | app``.
 
 ``arguments``: the ``run`` options, generated from the option schema; ``commands``: what each
 command does. Nothing heavy is imported before the arguments have been validated.
@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import Wav2LipUHQError
 from .arguments import add_run_arguments, config_from_args
 from .batch import add_batch_arguments, cmd_batch
-from .commands import add_split_arguments, cmd_app, cmd_models, cmd_run, cmd_voices
+from .commands import add_split_arguments, cmd_app, cmd_jobs, cmd_models, cmd_run, cmd_voices
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="many face/audio pairs from a manifest or two folders (resumable; "
                        "--workers N, --ray ADDRESS)")
     add_batch_arguments(b)
+
+    j = sub.add_parser("jobs", help="list interrupted runs (continue one with run ... --resume), or discard one")
+    j.add_argument("--cache-dir", type=Path, help="cache folder (default: $WAV2LIP_UHQ_CACHE or ~/.cache/wav2lip-uhq)")
+    j.add_argument("--discard", metavar="KEY", help="remove the job with this key (the first column; a prefix will "
+                   "do), or 'all' for every interrupted one")
 
     m = sub.add_parser("models", help="list known checkpoints, or download one")
     m.add_argument("--models-dir", type=Path)
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    commands = {"run": cmd_run, "batch": cmd_batch, "models": cmd_models, "app": cmd_app, "voices": cmd_voices}
+    commands = {"run": cmd_run, "batch": cmd_batch, "models": cmd_models, "app": cmd_app, "voices": cmd_voices,
+                "jobs": cmd_jobs}
     try:
         return commands[args.command](args)
     except (Wav2LipUHQError, ValueError) as exc:  # ValueError: invalid options from the config objects
