@@ -273,3 +273,60 @@ def test_jobs_discard_removes_an_interrupted_job(pipeline, moving_face_video, sp
     assert list_jobs(config.cache_dir) == [] and not job.folder.exists()
     args = cli_args(moving_face_video, speech, w2l_checkpoint, tmp_path, config.out)
     assert main([*args, "--resume"]) == 2 and "no interrupted job writes this file" in capsys.readouterr().err
+
+
+# -- the UI's Resume button and the HTTP API ------------------------------------------------------
+def interrupted_default_job(pipeline, face, audio, ckpt, tmp_path):
+    """An interrupted job with no --out (its name chosen in results/), as a UI or API job has."""
+    config = make_config(face, audio, ckpt, tmp_path, None, results_dir=tmp_path / "results")
+    interrupt_after(pipeline, config, 10)
+    return config
+
+
+def test_resume_button_resumes_the_last_interrupted_job_with_its_settings(pipeline, moving_face_video, speech,
+                                                                          w2l_checkpoint, tmp_path, whole):
+    from wav2lip_uhq.ui.handlers import Handlers
+    from wav2lip_uhq.ui_runner import UIRunner
+
+    runner = UIRunner(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", pipeline=pipeline)
+    h = Handlers(runner, need_sd_checkpoint=False)
+    button, info = h.resume_state()
+    assert button["visible"] is False and info["visible"] is False
+    interrupted_default_job(pipeline, moving_face_video, speech, w2l_checkpoint, tmp_path)
+    button, info = h.resume_state()
+    assert button["visible"] is True and info["visible"] is True
+    assert info["value"].startswith("Interrupted: moving.mkv + speech.wav -> moving_speech.mkv: 10/35 frames done")
+    *progress, last = list(h.resume())
+    out = tmp_path / "results" / "moving_speech.mkv"
+    assert last[0].startswith("done: moving_speech.mkv, 35 frames") and last[1] == str(out)
+    assert runner.job.config.resume and runner.job.config.mode == "improved" and runner.job.config.resume_every == SEGMENT
+    assert_same_frames(whole, out)
+    assert h.resume_state()[0]["visible"] is False  # nothing left to resume
+    status, *_ = list(h.resume())[-1]
+    assert status == "error: there is no interrupted job to resume"
+
+
+def test_api_resumes_an_interrupted_job_under_the_same_access_guard(pipeline, astronaut_png, speech,
+                                                                    w2l_checkpoint, tmp_path):
+    pytest.importorskip("fastapi")
+    from api_helpers import api_client
+    from test_api_access import basic
+
+    from wav2lip_uhq.api import API_PREFIX
+
+    api = api_client(tmp_path, w2l_checkpoint, astronaut_png, speech, credentials={"alice": "s3cret"})
+    settings = {"checkpoint": "test_w2l.pth", "detector": "dlib", "batch_size": 8, "resume_every": SEGMENT}
+    job = {"face": "face.png", "audio": "speech.wav", "settings": {**settings, "resume": True}, "wait": True}
+    from wav2lip_uhq.api import parse_request
+
+    config = parse_request({**job, "settings": settings}, api.policy, api.jobs.runner, "first", False)
+    interrupt_after(pipeline, config, 10)  # the same request's job, interrupted
+    assert api.post(API_PREFIX + "/run", json=job).status_code == 401
+    assert interrupted_jobs(tmp_path / "cache")[0].frames_done == 10  # untouched by the refused request
+    api.jobs.runner._pipeline = pipeline
+    r = api.post(API_PREFIX + "/run", json=job, headers=basic("alice", "s3cret"))
+    assert r.status_code == 200 and r.json()["state"] == "done", r.json()
+    assert r.json()["output"] == str(tmp_path / "results" / "face_speech.mp4") and r.json()["frames"] == 35
+    assert interrupted_jobs(tmp_path / "cache") == []
+    r = api.post(API_PREFIX + "/run", json=job, headers=basic("alice", "s3cret"))
+    assert r.json()["state"] == "error" and "no interrupted job with these inputs" in r.json()["error"], r.json()

@@ -191,12 +191,12 @@ def find_job(config) -> JobState:
         if job is None:
             raise InputError(f"{out}: no interrupted job writes this file (`wav2lip-uhq jobs` lists them)")
         return job
-    digests = _digests(config)
-    jobs = [j for j in interrupted_jobs(config.cache_dir) if j.data["digests"] == digests
-            and (out is None or j.out.parent.resolve() == out.resolve())]
+    digests, folder = _digests(config), Path(out or config.results_dir).resolve()  # never another folder
+    jobs = [j for j in interrupted_jobs(config.cache_dir)
+            if j.data["digests"] == digests and j.out.parent.resolve() == folder]
     if not jobs:
-        raise InputError(f"{config.face}: no interrupted job with these inputs (`wav2lip-uhq jobs` lists them); "
-                         "run without --resume to start anew")
+        raise InputError(f"{config.face}: no interrupted job with these inputs writes into {folder} "
+                         "(`wav2lip-uhq jobs` lists them); run without --resume to start anew")
     return jobs[0]
 
 
@@ -230,6 +230,7 @@ def resume_config(config):
     if job.running:
         raise InputError(f"{job.out}: that job is running right now")
     check_same(job, config)
+    job.out.parent.mkdir(parents=True, exist_ok=True)  # a results folder the interrupted run made is gone
     return dataclasses.replace(config, out=job.out)
 
 
