@@ -330,3 +330,20 @@ def test_api_resumes_an_interrupted_job_under_the_same_access_guard(pipeline, as
     assert interrupted_jobs(tmp_path / "cache") == []
     r = api.post(API_PREFIX + "/run", json=job, headers=basic("alice", "s3cret"))
     assert r.json()["state"] == "error" and "no interrupted job with these inputs" in r.json()["error"], r.json()
+
+
+from test_webui_extension import callbacks, webui  # noqa: E402,F401 - the fake WebUI's fixture
+
+
+def test_webui_tab_shows_resume_only_for_an_interrupted_job(webui, pipeline, moving_face_video,  # noqa: F811
+                                                            speech, w2l_checkpoint, tmp_path):
+    pytest.importorskip("gradio")
+    webui.cmd_opts.wav2lip_uhq_cache_dir = str(tmp_path / "cache")
+    for cb in callbacks(webui, "ui_settings"):
+        cb()
+    [(blocks, _, _)] = callbacks(webui, "ui_tabs")[0]()
+    assert blocks.wav2lip_uhq_components["resume"].visible is False
+    interrupted_default_job(pipeline, moving_face_video, speech, w2l_checkpoint, tmp_path)
+    [(blocks, _, _)] = callbacks(webui, "ui_tabs")[0]()
+    comps = blocks.wav2lip_uhq_components
+    assert comps["resume"].visible is True and "moving_speech.mkv: 10/35 frames done" in comps["resume_info"].value
