@@ -137,7 +137,7 @@ def build_check(root: Path, check_torch: bool = True) -> tuple[dict, object, obj
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     (models / "my_w2l.pth").write_bytes(b"not a real checkpoint")  # an extra file for the dropdown
-    runner = UIRunner(results_dir=root / "results", models_dir=models, pipeline=Untouchable())
+    runner = UIRunner(results_dir=root / "results", models_dir=models, cache_dir=root / "cache", pipeline=Untouchable())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         demo = ui.build_ui(runner)

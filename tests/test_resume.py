@@ -295,7 +295,7 @@ def test_resume_button_resumes_the_last_interrupted_job_with_its_settings(pipeli
     interrupted_default_job(pipeline, moving_face_video, speech, w2l_checkpoint, tmp_path)
     button, info = h.resume_state()
     assert button["visible"] is True and info["visible"] is True
-    assert info["value"].startswith("Interrupted: moving.mkv + speech.wav -> moving_speech.mkv: 10/35 frames done")
+    assert info["value"].startswith("moving.mkv + speech.wav -> moving_speech.mkv: 10/35 frames done")
     *progress, last = list(h.resume())
     out = tmp_path / "results" / "moving_speech.mkv"
     assert last[0].startswith("done: moving_speech.mkv, 35 frames") and last[1] == str(out)

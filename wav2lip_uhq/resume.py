@@ -118,8 +118,8 @@ class JobState:
         age = (time.time() - float(self.data.get("updated", 0))) / 60
         when = f"{age:.0f} min ago" if age < 120 else f"{age / 60:.0f} h ago"
         return (f"{Path(self.data['face']).name} + {Path(self.data['audio']).name} -> {self.out.name}: "
-                f"{self.frames_done}/{self.frames_total} frames done, {self.data['values'].get('mode')}, "
-                f"last saved {when}")
+                f"{self.frames_done}/{self.frames_total} frames done (mode {self.data['values'].get('mode')}, "
+                f"last saved {when})")
 
 
 def load_job(folder: Path) -> JobState | None:

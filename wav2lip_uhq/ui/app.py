@@ -80,10 +80,9 @@ def _resume_row(gr, h: Handlers):
     """Resume (the last interrupted job, with its own settings) and what it resumes: shown only while
     there is one."""
     job = h.runner.interrupted_job()
-    with gr.Row():
-        info = gr.Textbox(value=f"Interrupted: {job.describe()}" if job else "", label="Interrupted job",
-                          interactive=False, visible=job is not None, elem_id=eid("resume_info"))
-        button = gr.Button("Resume", visible=job is not None, elem_id=eid("resume"))
+    info = gr.Textbox(value=job.describe() if job else "", label="Interrupted job (Resume continues it)",
+                      lines=2, interactive=False, visible=job is not None, elem_id=eid("resume_info"))
+    button = gr.Button("Resume", visible=job is not None, elem_id=eid("resume"))
     return button, info
 
 

@@ -183,7 +183,7 @@ class Handlers:
         import gradio as gr
 
         job = self.runner.interrupted_job()
-        text = f"Interrupted: {job.describe()}" if job is not None else ""
+        text = job.describe() if job is not None else ""
         return gr.update(visible=job is not None), gr.update(value=text, visible=job is not None)
 
     def _start_and_follow(self, make_config) -> Iterator[tuple]:
