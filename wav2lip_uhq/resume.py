@@ -295,6 +295,7 @@ def open_job(config, out: Path, n_out: int, fps: float) -> RunJob | None:
     is discarded and a new one begins. Nothing is written before the encoder opens."""
     if not_resumable(config):
         return None
+    list_jobs(config.cache_dir)  # old interrupted jobs go (MAX_AGE_DAYS)
     folder = jobs_dir(config.cache_dir) / job_key(out)
     old = load_job(folder)
     state = {"version": STATE_VERSION, "out": str(out), "face": str(Path(config.face).resolve()),
