@@ -180,6 +180,10 @@ def test_runs_that_cannot_start_mid_run_are_not_resumable(pipeline, moving_face_
                                                                    tmp_path).composite, debug_video=tmp_path / "d.mkv"))
     with pytest.raises(InputError, match="cannot resume: a run with --debug-video is written in one piece"):
         pipeline.run(config)
+    uhq = dataclasses.replace(config, mode="uhq", composite=dataclasses.replace(config.composite, debug_video=None),
+                              refine=dataclasses.replace(config.refine, temporal_blend=0.5))
+    with pytest.raises(InputError, match="cannot resume: uhq with --temporal-blend carries each refinement"):
+        pipeline.run(uhq)
     with pytest.raises(InputError, match=r"cannot resume: --resume-every is 0 \(off\)"):
         pipeline.run(dataclasses.replace(config, composite=dataclasses.replace(config.composite, debug_video=None),
                                          resume_every=0.0))
@@ -347,3 +351,22 @@ def test_webui_tab_shows_resume_only_for_an_interrupted_job(webui, pipeline, mov
     [(blocks, _, _)] = callbacks(webui, "ui_tabs")[0]()
     comps = blocks.wav2lip_uhq_components
     assert comps["resume"].visible is True and "moving_speech.mkv: 10/35 frames done" in comps["resume_info"].value
+
+
+def test_old_interrupted_jobs_are_pruned_after_seven_days(tmp_path):
+    import os
+    import time
+
+    from wav2lip_uhq.resume import MAX_AGE_DAYS, STATE, RunJob, job_key
+
+    root = jobs_dir(tmp_path)
+    for name, age_days in (("old.mkv", MAX_AGE_DAYS + 1), ("recent.mkv", MAX_AGE_DAYS - 1)):
+        job = RunJob(root / job_key(tmp_path / name), {"version": 1, "out": str(tmp_path / name), "frames": 35,
+                                                       "values": {}, "digests": {}, "parts": []}, 0)
+        job.save()
+        job.state["updated"] = time.time() - age_days * 86400
+        (job.folder / STATE).write_text(json.dumps(job.state))
+    (root / "no-state").mkdir()
+    os.utime(root / "no-state", (time.time() - 7200,) * 2)  # a crash before the first state, 2 h ago
+    assert [j.out.name for j in list_jobs(tmp_path)] == ["recent.mkv"]
+    assert sorted(p.name for p in root.iterdir()) == [job_key(tmp_path / "recent.mkv")]
