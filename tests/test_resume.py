@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from test_segments import assert_same_frames, audio_of, base_config, frames_of
+from test_webui_extension import callbacks, webui  # noqa: F401 - the fake WebUI's fixture
 
 from wav2lip_uhq.errors import Cancelled, InputError
 from wav2lip_uhq.pipeline import LipSyncPipeline
@@ -156,7 +157,7 @@ def test_a_fresh_run_leaves_an_interrupted_jobs_default_name_to_it(pipeline, mov
 
 def test_h264_resumed_run_has_every_frame_once_at_the_seam(pipeline, moving_face_video, speech, w2l_checkpoint,
                                                             tmp_path):
-    h264 = dict(encode=EncodeSettings(lossless=False, crf=12))
+    h264 = {"encode": EncodeSettings(lossless=False, crf=12)}
     config = make_config(moving_face_video, speech, w2l_checkpoint, tmp_path, tmp_path / "out.mp4", **h264)
     reference = tmp_path / "one.mp4"
     pipeline.run(dataclasses.replace(config, out=reference, resume_every=0.0))
@@ -300,7 +301,7 @@ def test_resume_button_resumes_the_last_interrupted_job_with_its_settings(pipeli
     button, info = h.resume_state()
     assert button["visible"] is True and info["visible"] is True
     assert info["value"].startswith("moving.mkv + speech.wav -> moving_speech.mkv: 10/35 frames done")
-    *progress, last = list(h.resume())
+    *_, last = list(h.resume())
     out = tmp_path / "results" / "moving_speech.mkv"
     assert last[0].startswith("done: moving_speech.mkv, 35 frames") and last[1] == str(out)
     assert runner.job.config.resume and runner.job.config.mode == "improved" and runner.job.config.resume_every == SEGMENT
@@ -335,8 +336,6 @@ def test_api_resumes_an_interrupted_job_under_the_same_access_guard(pipeline, as
     r = api.post(API_PREFIX + "/run", json=job, headers=basic("alice", "s3cret"))
     assert r.json()["state"] == "error" and "no interrupted job with these inputs" in r.json()["error"], r.json()
 
-
-from test_webui_extension import callbacks, webui  # noqa: E402,F401 - the fake WebUI's fixture
 
 
 def test_webui_tab_shows_resume_only_for_an_interrupted_job(webui, pipeline, moving_face_video,  # noqa: F811

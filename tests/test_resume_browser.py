@@ -38,7 +38,15 @@ def interrupted_job(face: Path, audio: Path, checkpoint: Path, tmp: Path) -> Pat
 @pytest.mark.parametrize("name", ["gradio3", "gradio4"])
 def test_resume_button_in_browser_under_host_gradio(name, tmp_path, moving_face_video, speech_short,
                                                     w2l_checkpoint):
-    from test_app_browser import chromium_browser, error_toasts, free_port, open_app, serve, server_env, status_text
+    from test_app_browser import (
+        chromium_browser,
+        error_toasts,
+        free_port,
+        open_app,
+        serve,
+        server_env,
+        status_text,
+    )
     from test_ui_gradio_versions import CHECK, env_python
 
     out = interrupted_job(moving_face_video, speech_short, w2l_checkpoint, tmp_path)

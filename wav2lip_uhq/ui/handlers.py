@@ -170,8 +170,6 @@ class Handlers:
     def run(self, *args) -> Iterator[tuple]:
         """Progress while the job runs, then (status, video, summary, settings, recent, gallery).
         A failure ends in the status (and one console line), never as an error on every output."""
-        import gradio as gr
-
         yield from self._start_and_follow(lambda: self.config(args))
 
     def resume(self) -> Iterator[tuple]:
