@@ -369,3 +369,19 @@ def test_old_interrupted_jobs_are_pruned_after_seven_days(tmp_path):
     os.utime(root / "no-state", (time.time() - 7200,) * 2)  # a crash before the first state, 2 h ago
     assert [j.out.name for j in list_jobs(tmp_path)] == ["recent.mkv"]
     assert sorted(p.name for p in root.iterdir()) == [job_key(tmp_path / "recent.mkv")]
+
+
+def test_ctrl_c_says_how_to_continue(moving_face_video, speech, w2l_checkpoint, tmp_path, capsys, monkeypatch):
+    from wav2lip_uhq import pipeline as pipeline_module
+    from wav2lip_uhq.cli import main
+
+    def interrupted(config, progress=None, cancel=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_module, "run", interrupted)
+    args = cli_args(moving_face_video, speech, w2l_checkpoint, tmp_path, tmp_path / "out.mkv")
+    assert main(args) == 130
+    assert capsys.readouterr().err.strip() == ("interrupted; no output written (the finished segments are kept: the "
+                                               "same command with --resume continues it)")
+    assert main([*args, "--resume-every", "0"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted; no output written"

@@ -111,8 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {os_error_message(exc)}; no output written", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; no output written", file=sys.stderr)
+        print(f"interrupted; no output written{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What continues an interrupted ``run`` whose segments are kept (``resume``), for the message."""
+    if args.command != "run":
+        return ""
+    from ..resume import not_resumable
+
+    try:
+        resumable = not_resumable(config_from_args(args)) is None
+    except (ValueError, Wav2LipUHQError):
+        return ""
+    return " (the finished segments are kept: the same command with --resume continues it)" if resumable else ""
 
 
 __all__ = ["EXAMPLES", "build_parser", "configure_process", "main"]
