@@ -385,3 +385,15 @@ def test_ctrl_c_says_how_to_continue(moving_face_video, speech, w2l_checkpoint, 
                                                "same command with --resume continues it)")
     assert main([*args, "--resume-every", "0"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted; no output written"
+
+
+def test_an_unwritable_cache_makes_the_run_non_resumable_not_a_failure(pipeline, moving_face_video, speech,
+                                                                       w2l_checkpoint, tmp_path, caplog):
+    cache = tmp_path / "not-a-folder"
+    cache.write_bytes(b"")  # a file where the cache folder should be: nothing can be written under it
+    config = dataclasses.replace(make_config(moving_face_video, speech, w2l_checkpoint, tmp_path, tmp_path / "out.mkv"),
+                                 cache_dir=cache)
+    with caplog.at_level(logging.WARNING, logger="wav2lip_uhq"):
+        assert pipeline.run(config).frames == 35
+    assert "the cache is not writable, so this run is written in one piece" in caplog.text
+    assert (tmp_path / "out.mkv").is_file()

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -297,6 +298,9 @@ def open_job(config, out: Path, n_out: int, fps: float) -> RunJob | None:
         return None
     list_jobs(config.cache_dir)  # old interrupted jobs go (MAX_AGE_DAYS)
     folder = jobs_dir(config.cache_dir) / job_key(out)
+    if not _writable(folder):
+        log.warning("%s: the cache is not writable, so this run is written in one piece (not resumable)", folder)
+        return None
     old = load_job(folder)
     state = {"version": STATE_VERSION, "out": str(out), "face": str(Path(config.face).resolve()),
              "audio": str(Path(config.audio).resolve()), "digests": _digests(config), "values": settings_of(config),
@@ -322,6 +326,14 @@ def open_job(config, out: Path, n_out: int, fps: float) -> RunJob | None:
                 entry.unlink(missing_ok=True) if entry.is_file() else shutil.rmtree(entry, ignore_errors=True)
     state["parts"] = parts
     return RunJob(folder, state, parts[-1]["end"] if parts else 0)
+
+
+def _writable(folder: Path) -> bool:
+    """``folder`` exists writable, or its nearest existing parent is writable (nothing is created)."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    return False
 
 
 def valid_parts(folder: Path, parts: list[dict]) -> list[dict]:
