@@ -26,11 +26,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cache import default_cache_dir, file_digest
 from .errors import Cancelled, InputError, Wav2LipUHQError
 from .files import write_atomic
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def job_key(out: str | Path) -> str:
     return hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:20]
 
 
-def not_resumable(config) -> str | None:
+def not_resumable(config: RunConfig) -> str | None:
     """Why ``config`` is not written in segments (None: it is)."""
     if not config.resume_every:
         return "--resume-every is 0 (off)"
@@ -68,14 +71,14 @@ def not_resumable(config) -> str | None:
     return None
 
 
-def settings_of(config) -> dict[str, Any]:
+def settings_of(config: RunConfig) -> dict[str, Any]:
     """The flat option values of ``config`` as JSON has them (what a state file holds)."""
     from .options import values_from_config
 
     return json.loads(json.dumps(values_from_config(config), default=str))
 
 
-def _digests(config) -> dict[str, str]:
+def _digests(config: RunConfig) -> dict[str, str]:
     return {"face": file_digest(config.face), "audio": file_digest(config.audio)}
 
 
@@ -174,13 +177,13 @@ def discard_job(cache_dir: str | Path | None, key: str) -> bool:
     return True
 
 
-def held_by_job(path: Path, config) -> bool:
+def held_by_job(path: Path, config: RunConfig) -> bool:
     """An interrupted job will write ``path``: a new run picking a name leaves it to that job."""
     return (jobs_dir(config.cache_dir) / job_key(path) / STATE).is_file()
 
 
 # -- resume: which job, and is it the same run --------------------------------------------------
-def find_job(config) -> JobState:
+def find_job(config: RunConfig) -> JobState:
     """The interrupted job that ``config`` (with ``resume``) continues: the one writing its ``out``
     file, else the most recent whose inputs have the same content. ``InputError`` when none."""
     why = not_resumable(config)
@@ -201,7 +204,7 @@ def find_job(config) -> JobState:
     return jobs[0]
 
 
-def check_same(job: JobState, config) -> None:
+def check_same(job: JobState, config: RunConfig) -> None:
     """Refuse (one line naming it) a resume whose inputs' content or settings changed."""
     for what, digest in _digests(config).items():
         if job.data["digests"].get(what) != digest:
@@ -225,7 +228,7 @@ def _shown(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def resume_config(config):
+def resume_config(config: RunConfig) -> RunConfig:
     """``config`` pointed at the interrupted job it resumes (its output path), after the checks."""
     job = find_job(config)
     if job.running:
@@ -235,7 +238,7 @@ def resume_config(config):
     return dataclasses.replace(config, out=job.out)
 
 
-def config_of(job: JobState, host_values: dict | None = None):
+def config_of(job: JobState, host_values: dict | None = None) -> RunConfig:
     """The job's own run config (the UI's Resume): its saved settings and inputs, ``resume`` on;
     ``host_values`` (results/models/cache folders, device) as the host has them now."""
     from .options import config_from_values
@@ -260,7 +263,7 @@ class RunJob:
     def frames(self) -> int:
         return int(self.state["frames"])
 
-    def run_config(self, config):
+    def run_config(self, config: RunConfig) -> RunConfig:
         """The config whose span the run writes: a ``--segment`` from the first unfinished frame."""
         if self.first == 0:
             return config
@@ -278,7 +281,7 @@ class RunJob:
 
         return shifted
 
-    def encoder(self, width: int, height: int, rate, track, config) -> PartEncoder:
+    def encoder(self, width: int, height: int, rate, track, config: RunConfig) -> PartEncoder:
         return PartEncoder(self, width, height, rate, track, config.encode)
 
     def save(self) -> None:
@@ -290,7 +293,7 @@ class RunJob:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def open_job(config, out: Path, n_out: int, fps: float) -> RunJob | None:
+def open_job(config: RunConfig, out: Path, n_out: int, fps: float) -> RunJob | None:
     """The job of a run writing ``out`` (None: not written in segments). With ``config.resume``
     the job's valid parts are kept and the run starts after them; otherwise any job for ``out``
     is discarded and a new one begins. Nothing is written before the encoder opens."""
