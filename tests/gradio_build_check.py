@@ -96,6 +96,8 @@ class CopyPipeline:
             "ranges": [str(r) for r in config.ranges],
             "delay": config.delay,
             "extra_outputs": list(config.extra_outputs),
+            "resume": getattr(config, "resume", False),
+            "out": str(config.out) if config.out is not None else None,
         }
         with self.calls.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -174,7 +176,7 @@ def build_check(root: Path, check_torch: bool = True) -> tuple[dict, object, obj
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     (models / "my_w2l.pth").write_bytes(b"not a real checkpoint")  # an extra file for the dropdown
-    runner = UIRunner(results_dir=root / "results", models_dir=models, pipeline=Untouchable())
+    runner = UIRunner(results_dir=root / "results", models_dir=models, cache_dir=root / "cache", pipeline=Untouchable())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         demo = ui.build_ui(runner)
@@ -211,6 +213,10 @@ def build_check(root: Path, check_torch: bool = True) -> tuple[dict, object, obj
     assert len(run_deps) == 1, f"the Run button has {len(run_deps)} click events"
     outputs = list(run_deps[0]["outputs"])
     assert comps["result"]["id"] in outputs and comps["status"]["id"] in outputs, outputs
+    # Resume (hidden: no interrupted job here) fills what Run fills, then shows or hides itself again
+    assert comps["resume"]["props"].get("visible") is False and comps["resume_info"]["props"].get("visible") is False
+    resume_deps = [d for d in config["dependencies"] if (comps["resume"]["id"], "click") in _triggers(d)]
+    assert [list(d["outputs"]) for d in resume_deps] == [outputs], resume_deps
     # Speak fills the audio player; a face picture becomes the face input
     for source, event, target in (("speak", "click", "audio"), ("face_image", "change", "face")):
         wired = [d for d in config["dependencies"] if (comps[source]["id"], event) in _triggers(d)]

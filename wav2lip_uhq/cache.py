@@ -77,7 +77,10 @@ class ArrayCache:
         except OSError as exc:
             log.warning("could not write the cache (%s); continuing without it", exc)
         finally:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # the folder itself is unusable (already warned about)
+                pass
 
 
 class DetectionCache(ArrayCache):

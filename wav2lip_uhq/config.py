@@ -159,6 +159,12 @@ class RunConfig:
         (), "also write, from the same pass, beside the result as <result>.<kind>.<ext>: "
         + "; ".join(f"{k}: {what}" for k, (_, what) in EXTRA_OUTPUTS.items()), group="extras",
         kind="choice_set", choices=EXTRA_KINDS, label="extra outputs")
+    resume: bool = option(False, "continue the interrupted run with these inputs and settings (the one writing "
+                          "--out, else the latest with the same inputs) instead of starting anew", group="run",
+                          ui=False)
+    resume_every: float = option(10.0, "write the run in segments of this many seconds of video into a job "
+                                 "folder in the cache, so that an interrupted run can be resumed (0: off)",
+                                 group="run", minimum=0.0, maximum=3600.0, ui=False, label="resume segment")
     checkpoint: str | Path | None = option(
         "wav2lip_gan", "generator checkpoint: a path or a known name", group="run", kind="str", null=None,
         label="generator checkpoint", widget="dropdown")

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputError
+from .resume import held_by_job
 from .video import check_output_path
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ def _reserve_new_name(config, folder: Path) -> tuple[Path, list[Path]]:
     fixed = _reserve_named([Path(debug)]) if debug is not None else []
     for path in _candidates(config, folder):
         targets = [path, *(p for k, p in extra_paths(config, path).items() if k != "debug" or debug is None)]
-        if any(t.exists() for t in targets):
+        if any(t.exists() for t in targets) or held_by_job(path, config):  # an interrupted job's name is its own
             continue
         markers = _reserve_all(targets)
         if markers is not None and not any(t.exists() for t in targets):

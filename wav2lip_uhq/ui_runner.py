@@ -239,6 +239,23 @@ class UIRunner:
             raise job.error
         return job
 
+    def interrupted_job(self):
+        """The most recent interrupted job in this runner's cache (``resume.JobState``), or None."""
+        from .resume import interrupted_jobs
+
+        jobs = interrupted_jobs(self.cache_dir)
+        return jobs[0] if jobs else None
+
+    def resume_config(self) -> RunConfig:
+        """The config that resumes the most recent interrupted job: its own settings and inputs."""
+        from .errors import InputError
+        from .resume import config_of
+
+        job = self.interrupted_job()
+        if job is None:
+            raise InputError("there is no interrupted job to resume")
+        return config_of(job, self.base_values())
+
     def speak(self, values: Mapping[str, Any], progress: Callable[[int, int], None] | None = None) -> Path | None:
         """The WAV of the values' text to speech (in the cache), or None when they have no text.
         Not under the job lock: speech runs on the CPU beside a lip-sync job."""

@@ -1,4 +1,4 @@
-"""Command line: ``wav2lip-uhq run | batch | models | models download | app``.
+"""Command line: ``wav2lip-uhq run | batch | jobs | models | models download | app``.
 
 ``arguments``: the ``run`` options, generated from the option schema; ``commands``: what each
 command does. Nothing heavy is imported before the arguments have been validated.
@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import Wav2LipUHQError
 from .arguments import add_run_arguments, config_from_args
 from .batch import add_batch_arguments, cmd_batch
-from .commands import add_split_arguments, cmd_app, cmd_models, cmd_run, cmd_voices
+from .commands import add_split_arguments, cmd_app, cmd_jobs, cmd_models, cmd_run, cmd_voices
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="many face/audio pairs from a manifest or two folders (resumable; "
                        "--workers N, --ray ADDRESS)")
     add_batch_arguments(b)
+
+    j = sub.add_parser("jobs", help="list interrupted runs (continue one with run ... --resume), or discard one")
+    j.add_argument("--cache-dir", type=Path, help="cache folder (default: $WAV2LIP_UHQ_CACHE or ~/.cache/wav2lip-uhq)")
+    j.add_argument("--discard", metavar="KEY", help="remove the job with this key (the first column; a prefix will "
+                   "do), or 'all' for every interrupted one")
 
     m = sub.add_parser("models", help="list known checkpoints, or download one")
     m.add_argument("--models-dir", type=Path)
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    commands = {"run": cmd_run, "batch": cmd_batch, "models": cmd_models, "app": cmd_app, "voices": cmd_voices}
+    commands = {"run": cmd_run, "batch": cmd_batch, "models": cmd_models, "app": cmd_app, "voices": cmd_voices,
+                "jobs": cmd_jobs}
     try:
         return commands[args.command](args)
     except (Wav2LipUHQError, ValueError) as exc:  # ValueError: invalid options from the config objects
@@ -105,8 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {os_error_message(exc)}; no output written", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; no output written", file=sys.stderr)
+        print(f"interrupted; no output written{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What continues an interrupted ``run`` whose segments are kept (``resume``), for the message."""
+    if args.command != "run":
+        return ""
+    from ..resume import not_resumable
+
+    try:
+        resumable = not_resumable(config_from_args(args)) is None
+    except (ValueError, Wav2LipUHQError):
+        return ""
+    return " (the finished segments are kept: the same command with --resume continues it)" if resumable else ""
 
 
 __all__ = ["EXAMPLES", "build_parser", "configure_process", "main"]

@@ -163,6 +163,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_jobs(args) -> int:
+    """``jobs``: the interrupted runs (key, frames done, inputs -> output), or ``--discard`` one."""
+    from ..resume import discard_job, interrupted_jobs, list_jobs
+
+    if args.discard:
+        keys = [j.key for j in interrupted_jobs(args.cache_dir)] if args.discard == "all" else [args.discard]
+        for key in keys:
+            if not discard_job(args.cache_dir, key):
+                raise InputError(f"{args.discard}: no job has this key, or several start with it "
+                                 "(`wav2lip-uhq jobs` lists them)")
+            print(f"discarded job {key}")
+        return 0
+    jobs = list_jobs(args.cache_dir)
+    if not jobs:
+        print("no interrupted jobs")
+        return 0
+    for job in jobs:
+        print(f"{job.key[:12]}  {'running' if job.running else 'interrupted':<11}  {job.describe()}")
+        print(f"{'':14}{job.out}")
+    return 0
+
+
 def cmd_voices(args) -> int:
     """The voices of one engine, by language: the ids ``run --voice`` takes."""
     from ..speech import default_voice, voice_list

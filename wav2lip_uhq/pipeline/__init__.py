@@ -34,6 +34,7 @@ from ..generators import Generator
 from ..masks import MaskOptions
 from ..model_needs import uses_musetalk
 from ..outputs import extra_kinds, reserve_output
+from ..resume import open_job, resume_config
 from ..video import iter_frames, probe
 from . import timeline
 from .audio_prep import RunAudio, silent_frames
@@ -208,7 +209,10 @@ class LipSyncPipeline:
         cancel: Callable[[], bool] | None = None,
     ) -> RunResult:
         """Lip-sync ``config.face`` to ``config.audio``; the output's name is reserved before any
-        work starts (``outputs.reserve_output``) and the file appears there only when complete."""
+        work starts (``outputs.reserve_output``) and the file appears there only when complete.
+        ``config.resume``: continue the interrupted run of these inputs and settings (``resume``)."""
+        if config.resume:
+            config = resume_config(config)  # the job's output; refused when inputs or settings changed
         with reserve_output(config) as out:
             return self._run(config, out, progress or (lambda stage, done, total: None), cancel or (lambda: False))
 
@@ -231,18 +235,22 @@ class LipSyncPipeline:
         track_audio, notes = timeline.output_track(config, info, voices, shape)
         n_out = audios[0].frames
 
-        span = segment_span(config, info, n_out, self._tracks(config, landmarks, 1, 1, voices)[0])  # --segment
+        job = open_job(config, out, n_out, fps)  # --resume-every: in segments, resumable (``resume``)
+        span = segment_span(job.run_config(config) if job else config, info, n_out,
+                            self._tracks(config, landmarks, 1, 1, voices)[0])  # --segment, or where a resume starts
         n = span.end - span.start
         frames = FaceFrames(config, info, n_out, span.track_from)  # decode: opened once, first frame peeked
         try:
             tracking = FaceTracking(config, info, n_out, detector,
                                     self._tracks(config, landmarks, frames.width, frames.height, voices))
             rate = info.frame_rate if not info.is_image else _fraction(fps)
-            encoder = Encoder.open(out, frames.width, frames.height, rate, None if config.frames.segment else
-                                   track_audio, config)
+            encoder = (job.encoder(frames.width, frames.height, rate, track_audio, config) if job else
+                       Encoder.open(out, frames.width, frames.height, rate, None if config.frames.segment else
+                                    track_audio, config))
             t_loop = time.perf_counter()
+            loop_report = job.progress(report) if job else report
             try:
-                with self._loops(config, generator, audios, stages, encoder, cancelled, report, frames=n) as loops:
+                with self._loops(config, generator, audios, stages, encoder, cancelled, loop_report, frames=n) as loops:
                     for frame, geometries, i, j in tracked_frames(frames, tracking, span):  # decode -> track
                         loops.push(frame, geometries, i, j)  # -> generate -> composite, post-process -> encode
                     loops.flush()
@@ -259,7 +267,7 @@ class LipSyncPipeline:
         notes = _notes(config, info, encoder) + timeline.describe(voices, shape) + notes + _missing(voices, no_face, n)
         notes += [f"speakers {a} and {b} follow the same face in most frames: give each its own face index"
                   for a, b in tracking.same_faces()]
-        return RunResult(out, n, no_face[0], fps, tracking.detection_cached,
+        return RunResult(out, job.frames if job else n, no_face[0], fps, tracking.detection_cached,
                          int(audios[0].silent[span.start : span.end].sum()), timings, notes, encoder.outputs)
 
 

@@ -117,6 +117,16 @@ def _wire_speech(gr, comps: dict, h: Handlers, inputs: list) -> None:
     comps["face_image"].change(h.face_from_image, inputs=[comps["face_image"]], outputs=[comps["face"]])
 
 
+def _resume_row(gr, h: Handlers):
+    """Resume (the last interrupted job, with its own settings) and what it resumes: shown only while
+    there is one."""
+    job = h.runner.interrupted_job()
+    info = gr.Textbox(value=job.describe() if job else "", label="Interrupted job (Resume continues it)",
+                      lines=2, interactive=False, visible=job is not None, elem_id=eid("resume_info"))
+    button = gr.Button("Resume", visible=job is not None, elem_id=eid("resume"))
+    return button, info
+
+
 def _controlnet_dropdown(gr, models: Callable[[bool], list[str]]) -> Callable[[Any], Any]:
     """The ControlNet model as a dropdown of the host's list (the WebUI's ControlNet models), with
     a Refresh button that rescans it; empty: no ControlNet."""
@@ -227,6 +237,7 @@ def build_ui(
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id=eid("run"))
                     interrupt_btn = gr.Button("Interrupt", elem_id=eid("interrupt"))
+                resume_btn, resume_info = comps["resume"], comps["resume_info"] = _resume_row(gr, h)
                 status = gr.Textbox(value="idle", label="Progress", interactive=False, elem_id=eid("status"))
                 result_video = gr.Video(label="Result", interactive=False, elem_id=eid("result"))
                 extra_files = gr.File(label="Extra outputs", file_count="multiple", interactive=False,
@@ -252,8 +263,10 @@ def build_ui(
         refresh_ckpt.click(h.refresh_checkpoints, inputs=[comps["checkpoint"]], outputs=[comps["checkpoint"]])
         preview_btn.click(h.preview, inputs=inputs, outputs=[preview_img, overlay_img, status])
         _wire_face_pick(gr, comps, h, preview_img, status, inputs)
-        run_btn.click(h.run, inputs=inputs,
-                      outputs=[status, result_video, summary, settings_json, recent, gallery, extra_files])
+        run_outputs = [status, result_video, summary, settings_json, recent, gallery, extra_files]
+        run_btn.click(h.run, inputs=inputs, outputs=run_outputs).then(h.resume_state, None, [resume_btn, resume_info])
+        resume_btn.click(h.resume, inputs=None, outputs=run_outputs).then(h.resume_state, None,
+                                                                         [resume_btn, resume_info])
         interrupt_btn.click(h.interrupt, inputs=None, outputs=[status], queue=False)
         refresh_recent.click(h.refresh_recent, inputs=[recent], outputs=[recent])
         refresh_recent.click(h.refresh_gallery, inputs=None, outputs=[gallery])

@@ -217,11 +217,26 @@ class Handlers:
     def run(self, *args) -> Iterator[tuple]:
         """Progress while the job runs, then (status, video, summary, settings, recent, gallery).
         A failure ends in the status (and one console line), never as an error on every output."""
+        yield from self._start_and_follow(lambda: self.config(args))
+
+    def resume(self) -> Iterator[tuple]:
+        """The Resume button: the last interrupted job with its saved settings, shown as Run shows a run."""
+        yield from self._start_and_follow(self.runner.resume_config)
+
+    def resume_state(self) -> tuple[dict, dict]:
+        """The Resume button and what it would resume, shown only while there is an interrupted job."""
+        import gradio as gr
+
+        job = self.runner.interrupted_job()
+        text = job.describe() if job is not None else ""
+        return gr.update(visible=job is not None), gr.update(value=text, visible=job is not None)
+
+    def _start_and_follow(self, make_config) -> Iterator[tuple]:
         import gradio as gr
 
         unchanged = (gr.update(),) * 6
         try:
-            job = self.runner.start(self.config(args))
+            job = self.runner.start(make_config())
         except (UIInputError, Wav2LipUHQError, RunnerBusy, ValueError) as exc:
             log.warning("wav2lip-uhq: %s", exc)
             yield (f"error: {exc}", *unchanged)
