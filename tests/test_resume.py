@@ -179,7 +179,7 @@ def test_runs_that_cannot_start_mid_run_are_not_resumable(pipeline, moving_face_
     config = make_config(moving_face_video, speech, w2l_checkpoint, tmp_path, tmp_path / "o.mkv", resume=True,
                          composite=dataclasses.replace(base_config(moving_face_video, speech, w2l_checkpoint,
                                                                    tmp_path).composite, debug_video=tmp_path / "d.mkv"))
-    with pytest.raises(InputError, match="cannot resume: a run with --debug-video is written in one piece"):
+    with pytest.raises(InputError, match=r"cannot resume: a run with extra outputs \(--extra-outputs, --debug-video\) is written in one piece"):
         pipeline.run(config)
     uhq = dataclasses.replace(config, mode="uhq", composite=dataclasses.replace(config.composite, debug_video=None),
                               refine=dataclasses.replace(config.refine, temporal_blend=0.5))

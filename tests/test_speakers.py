@@ -347,3 +347,32 @@ def test_a_stereo_video_keeps_its_stereo_sound_around_a_mono_voice(tmp_path):
     assert np.allclose(track.samples[:, :a], [[0.2], [-0.2]], atol=1e-3)  # the video's own, both channels
     assert np.allclose(track.samples[:, a:b], 0.5, atol=1e-3)  # the voice on both
     assert np.allclose(track.samples[:, b:], [[0.2], [-0.2]], atol=1e-3)
+
+
+def test_a_two_speaker_run_resumes_and_a_changed_second_voice_is_refused(two_faces, tmp_path):
+    from wav2lip_uhq.errors import Cancelled
+
+    a = _wav(tmp_path / "a.wav", _noise(1.0, seed=1), np.zeros(SR, np.float32))
+    b = _wav(tmp_path / "b.wav", np.zeros(SR, np.float32), _noise(1.0, seed=2))
+    config = RunConfig(face=two_faces, audio=a, checkpoint=tmp_path / "none.pth", out=tmp_path / "o.mkv",
+                       mode="fast", faces=FaceOptions(detector="dlib", face_index=0),
+                       speakers=(Speaker(b, face_index=1),), encode=EncodeSettings(lossless=True),
+                       cache_dir=tmp_path / "c", batch_size=8, resume_every=0.4)  # parts of 10 frames
+    whole = _pipe().run(dataclasses.replace(config, out=tmp_path / "whole.mkv", resume_every=0.0)).output
+    stop = [False]
+
+    def progress(stage, done, total):
+        stop[0] = stop[0] or (stage == "lip-sync" and done >= 20)
+
+    with pytest.raises(Cancelled):
+        _pipe().run(config, progress, lambda: stop[0])
+    resume = dataclasses.replace(config, resume=True)
+    original = b.read_bytes()
+    _wav(b, np.zeros(SR, np.float32), _noise(1.0, seed=3))  # the second voice's content changed
+    with pytest.raises(InputError, match=r"b.wav: its content differs from the interrupted job's speaker 2 audio"):
+        _pipe().run(resume)
+    b.write_bytes(original)
+    result = _pipe().run(resume)
+    assert result.frames == 50
+    assert all(np.array_equal(x, y) for x, y in zip(_frames(result.output), _frames(whole), strict=True))
+    assert np.array_equal(read_audio_track(result.output).samples, read_audio_track(whole).samples)

@@ -80,8 +80,14 @@ def settings_of(config: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps(values_from_config(config), default=str))
 
 
+def _inputs(config: RunConfig) -> dict[str, Path]:
+    """The run's input files by role (the extra speakers' audio too)."""
+    speakers = {f"speaker {k + 2} audio": Path(sp.audio) for k, sp in enumerate(getattr(config, "speakers", ()))}
+    return {"face": Path(config.face), "audio": Path(config.audio), **speakers}
+
+
 def _digests(config: RunConfig) -> dict[str, str]:
-    return {"face": file_digest(config.face), "audio": file_digest(config.audio)}
+    return {what: file_digest(path) for what, path in _inputs(config).items()}
 
 
 @dataclass
@@ -208,11 +214,12 @@ def find_job(config: RunConfig) -> JobState:
 
 def check_same(job: JobState, config: RunConfig) -> None:
     """Refuse (one line naming it) a resume whose inputs' content or settings changed."""
+    inputs = _inputs(config)
     for what, digest in _digests(config).items():
         if job.data["digests"].get(what) != digest:
-            path = getattr(config, what)
-            raise InputError(f"{path}: its content differs from the interrupted job's {what} input "
-                             f"({Path(job.data[what]).name}); run without --resume to start anew")
+            was = job.data.get(what)
+            raise InputError(f"{inputs[what]}: its content differs from the interrupted job's {what} input"
+                             + (f" ({Path(was).name})" if was else "") + "; run without --resume to start anew")
     old, new = job.data["values"], settings_of(config)
     changed = [k for k in sorted(set(old) | set(new)) if k not in UNCOMPARED and old.get(k) != new.get(k)]
     if changed:
