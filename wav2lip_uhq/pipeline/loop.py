@@ -181,7 +181,8 @@ class FrameLoop:
         silent = self.audio.silent
         work = [it for it in batch if it.geometry.valid and not (self.keep_silent and silent[it.index])]
         for it in work:
-            it.placement = self.generator.placement(it.geometry, it.index, self.aligned)
+            size = (it.source.shape[1], it.source.shape[0])
+            it.placement = self.generator.placement(it.geometry, it.index, self.aligned, size)
         future = None
         if work:
             features = self.audio.features.take([it.index for it in work])
