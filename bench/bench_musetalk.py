@@ -99,8 +99,8 @@ class Timed:
     def audio_features(self, wav, fps, cover):
         return self.gen.audio_features(wav, fps, cover)
 
-    def placement(self, geometry, index, aligned):
-        return self.gen.placement(geometry, index, aligned)
+    def placement(self, geometry, index, aligned, frame_size):
+        return self.gen.placement(geometry, index, aligned, frame_size)
 
     def prepare(self, frame, placement):
         t = time.perf_counter()

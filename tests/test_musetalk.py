@@ -78,7 +78,9 @@ def test_positional_encoding_is_musetalks(golden):
 
 @pytest.fixture(scope="module")
 def vae_full():
-    return mt.MuseTalkNetworks(None, built(mt.build_vae, VAE_CONFIG), None, None, "cpu", torch.float32)
+    """The VAE as a run has it (``to``: channels-last on the CPU)."""
+    nets = mt.MuseTalkNetworks(None, built(mt.build_vae, VAE_CONFIG), None, None, "cpu", torch.float32)
+    return nets.to("cpu", torch.float32)
 
 
 def test_masked_and_reference_latents_are_the_vae_mean(golden, vae_full):

@@ -4,6 +4,7 @@ the ``musetalk`` name, the models listing, a verified download and the UI's drop
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -155,6 +156,25 @@ def test_a_truncated_download_leaves_nothing(folder, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="model.safetensors .*only 5 bytes"):
         checkpoints.download(MUSETALK, tmp_path / "models")
     assert not (tmp_path / "models" / MUSETALK / "whisper" / "model.safetensors").exists()
+    assert not list((tmp_path / "models").rglob("*.download"))
+
+
+def test_the_pinned_vae_and_whisper_weights_refuse_other_bytes(folder, tmp_path, monkeypatch):
+    pinned = {c.filename: c for c in checkpoints.MUSETALK_FILES if c.sha256}
+    assert {f: (c.size, c.sha256[:8]) for f, c in pinned.items()} == {
+        "musetalk/sd-vae/diffusion_pytorch_model.safetensors": (334_643_276, "a1d99348"),
+        "musetalk/whisper/model.safetensors": (151_061_672, "7ebd0e69"),
+    }
+    src = _source(folder, tmp_path)
+    _serve_from(monkeypatch, src)
+    vae = "musetalk/sd-vae/diffusion_pytorch_model.safetensors"
+    size = (src / "sd-vae" / "diffusion_pytorch_model.safetensors").stat().st_size
+    files = [dataclasses.replace(c, sha256=pinned[vae].sha256, size=size) if c.filename == vae else c
+             for c in checkpoints.MUSETALK_FILES]  # the served bytes are not the released file's
+    monkeypatch.setattr(checkpoints, "MUSETALK_FILES", tuple(files))
+    with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors.*SHA-256"):
+        checkpoints.download(MUSETALK, tmp_path / "models")
+    assert not (tmp_path / "models" / vae).exists()
     assert not list((tmp_path / "models").rglob("*.download"))
 
 

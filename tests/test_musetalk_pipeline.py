@@ -85,8 +85,8 @@ class _Spy:
         self.features = self.gen.audio_features(wav, fps, cover)
         return self.features
 
-    def placement(self, geometry, index, aligned):
-        p = self.gen.placement(geometry, index, aligned)
+    def placement(self, geometry, index, aligned, frame_size):
+        p = self.gen.placement(geometry, index, aligned, frame_size)
         self.calls.append((index, geometry.landmarks, tuple(p.box)))
         return p
 
@@ -197,7 +197,9 @@ def test_the_parsing_blend_option_replaces_our_masks(folder, tmp_path):
                                                                                                "compositing"]
 
 
-def test_a_box_past_the_frame_is_clipped_as_musetalk_clips_it(folder):
+def test_a_box_past_the_frame_is_clipped_as_musetalk_clips_it_and_prepare_only_reads(folder):
+    import copy
+
     from wav2lip_uhq.faces.stream import FaceGeometry
 
     gen = MuseTalkGenerator.load(folder, "cpu")
@@ -205,9 +207,18 @@ def test_a_box_past_the_frame_is_clipped_as_musetalk_clips_it(folder):
     lms = np.zeros((68, 2), np.float32)
     lms[:, 0], lms[:, 1] = np.linspace(20, 140, 68), np.linspace(40, 115, 68)
     lms[29] = (80, 70)
-    placement = gen.placement(FaceGeometry(np.array([20, 30, 140, 118], np.float32), lms), 0, False)
-    assert placement.box == (20, 25, 140, 115 + EXTRA_MARGIN)  # below the frame: y2 = 125
+    geometry = FaceGeometry(np.array([20, 30, 140, 118], np.float32), lms)
+    taller = gen.placement(geometry, 0, False, (160, 200))
+    assert taller.box == (20, 25, 140, 115 + EXTRA_MARGIN)
+    gen.prepare(frame, taller)  # even a placement made for another frame size is not refitted
+    assert taller.box == (20, 25, 140, 115 + EXTRA_MARGIN)
+    placement = gen.placement(geometry, 0, False, (160, 120))
+    assert placement.box == (20, 25, 140, 120)  # y2 = 125 clipped to the frame (MuseTalk's min(y2, height))
+    before, pixels = copy.deepcopy(placement), frame.copy()
     prepared = gen.prepare(frame, placement)
-    assert placement.box == (20, 25, 140, 120)  # clipped to the frame (MuseTalk's min(y2, height))
+    # prepare reads the placement and the frame, writes neither (no stage changes another's input)
+    assert placement.box == before.box and placement.roi == before.roi
+    np.testing.assert_array_equal(placement.matrix, before.matrix)
+    np.testing.assert_array_equal(frame, pixels)
     want = cv2.resize(frame[25:120, 20:140], (256, 256), interpolation=cv2.INTER_LANCZOS4)
     np.testing.assert_array_equal(prepared.crop, want)

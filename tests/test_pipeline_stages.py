@@ -267,7 +267,7 @@ class _FakeGenerator:
         rms = np.array([np.sqrt(np.mean(wav[a:b] ** 2)) for a, b in itertools.pairwise(edges)])
         return _Energy(rms / rms.max())
 
-    def placement(self, geometry, index, aligned):
+    def placement(self, geometry, index, aligned, frame_size):
         return Placement.from_box(geometry.box, self.img_size, geometry.landmarks, index)
 
     def prepare(self, frame, placement):

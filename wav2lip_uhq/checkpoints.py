@@ -116,26 +116,36 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
 MUSETALK = "musetalk"  # the name of MuseTalk 1.5's files, in <models>/musetalk/ in its own layout
 _HF = "https://huggingface.co"
 # MuseTalk 1.5 and its components, from their public Hugging Face repos, into <models>/musetalk/ in
-# the layout MuseTalk's download script makes. No SHA-256 is published for these files (and none
-# could be checked here, offline): each is bounded by its released size instead.
+# the layout MuseTalk's download script makes. SHA-256 and exact size where two independent public
+# sources agree (or one is a Git LFS pointer of the same file):
+# - sd-vae-ft-mse diffusion_pytorch_model.safetensors (revision 31f26fde): a1d99348..., 334,643,276
+#   bytes: an LFS pointer (workmusicalflow/CatVTON, sd-vae-ft-mse/) and several projects' manifests
+#   that pin stabilityai/sd-vae-ft-mse by revision;
+# - whisper-tiny model.safetensors (revision 169d4a43): 7ebd0e69..., 151,061,672 bytes: several
+#   independent projects' manifests pinning openai/whisper-tiny by revision.
+# None was found for MuseTalk's unet.pth or the small JSON configs: those are bounded by size.
+_VAE_SHA256 = "a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815"
+_WHISPER_SHA256 = "7ebd0e69e78190ffe1438491fa05cc1f5c1aa3a4c4db3bc1723adbb551ea2395"
 MUSETALK_FILES: tuple[KnownCheckpoint, ...] = tuple(
-    KnownCheckpoint(f"{MUSETALK}/{rel}", f"{MUSETALK}/{rel}", MUSETALK, what, (url,), lo, max_size=hi)
-    for rel, what, url, lo, hi in (
+    KnownCheckpoint(f"{MUSETALK}/{rel}", f"{MUSETALK}/{rel}", MUSETALK, what, (url,), lo, sha256=sha,
+                    size=size, max_size=hi)
+    for rel, what, url, lo, hi, sha, size in (
         ("musetalkV15/unet.pth", "MuseTalk 1.5 UNet (commercial use allowed)",
-         f"{_HF}/TMElyralab/MuseTalk/resolve/main/musetalkV15/unet.pth", 3_000_000_000, 3_700_000_000),
+         f"{_HF}/TMElyralab/MuseTalk/resolve/main/musetalkV15/unet.pth", 3_000_000_000, 3_700_000_000, None, None),
         ("musetalkV15/musetalk.json", "MuseTalk 1.5 UNet config",
-         f"{_HF}/TMElyralab/MuseTalk/resolve/main/musetalkV15/musetalk.json", 200, 20_000),
+         f"{_HF}/TMElyralab/MuseTalk/resolve/main/musetalkV15/musetalk.json", 200, 20_000, None, None),
         ("sd-vae/config.json", "sd-vae-ft-mse VAE config",
-         f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/main/config.json", 200, 20_000),
+         f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/main/config.json", 200, 20_000, None, None),
         ("sd-vae/diffusion_pytorch_model.safetensors", "sd-vae-ft-mse VAE weights",
-         f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/main/diffusion_pytorch_model.safetensors",
-         300_000_000, 400_000_000),
+         f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/31f26fdeee1355a5c34592e401dd41e45d25a493/"
+         "diffusion_pytorch_model.safetensors", 300_000_000, 400_000_000, _VAE_SHA256, 334_643_276),
         ("whisper/config.json", "whisper-tiny config",
-         f"{_HF}/openai/whisper-tiny/resolve/main/config.json", 200, 100_000),
+         f"{_HF}/openai/whisper-tiny/resolve/main/config.json", 200, 100_000, None, None),
         ("whisper/model.safetensors", "whisper-tiny weights",
-         f"{_HF}/openai/whisper-tiny/resolve/main/model.safetensors", 140_000_000, 170_000_000),
+         f"{_HF}/openai/whisper-tiny/resolve/169d4a4341b33bc18d8881c4b69c2e104e1cc0af/model.safetensors",
+         140_000_000, 170_000_000, _WHISPER_SHA256, 151_061_672),
         ("whisper/preprocessor_config.json", "whisper feature-extractor config",
-         f"{_HF}/openai/whisper-tiny/resolve/main/preprocessor_config.json", 200, 2_000_000),
+         f"{_HF}/openai/whisper-tiny/resolve/main/preprocessor_config.json", 200, 2_000_000, None, None),
     )
 )
 

@@ -6,9 +6,10 @@ caches, progress) is shared; everything model-specific sits behind :class:`Gener
 - ``audio_features``: the decoded waveform + frame rate -> one feature item per output frame
   (its length *is* the output frame count), and what "silence" looks like to the model;
 - ``placement``: where the model's square crop comes from in a frame, from the tracked face
-  (``FaceGeometry`` -> ``Placement``); ``img_size`` is that crop's side in pixels;
-- ``prepare``: the crop input of one frame (pure: it depends on the frame and the placement's
-  geometry only, not on the output index, so it may be cached per source frame when
+  and the frame's size (``FaceGeometry`` -> ``Placement``, final: no later stage changes the
+  box); ``img_size`` is that crop's side in pixels;
+- ``prepare``: the crop input of one frame (pure: it reads the frame and the placement,
+  writes neither, and depends on them only, not on the output index, so it may be cached per source frame when
   ``reuse_prepared`` says it is worth it);
 - ``generate``: one batched call, prepared inputs + features -> faces, uint8 BGR, (N, S, S, 3),
   placed back through the same ``Placement``. Device and dtype are the generator's business.
@@ -59,13 +60,13 @@ class Generator(Protocol):
         the whole audio (every mode but ``fast``, which keeps upstream's frame count)."""
         ...
 
-    def placement(self, geometry: FaceGeometry, index: int, aligned: bool) -> Placement:
-        """The crop of output frame ``index`` for a valid tracked face; ``aligned``: rotate a
-        tilted head upright (by its landmarks)."""
+    def placement(self, geometry: FaceGeometry, index: int, aligned: bool, frame_size: tuple[int, int]) -> Placement:
+        """The crop of output frame ``index`` for a valid tracked face in a frame of
+        ``frame_size`` (width, height); ``aligned``: rotate a tilted head upright (by its landmarks)."""
         ...
 
     def prepare(self, frame: np.ndarray, placement: Placement) -> Any:
-        """The model input of one frame (must not write into ``frame``)."""
+        """The model input of one frame (writes into neither ``frame`` nor ``placement``)."""
         ...
 
     def generate(self, prepared: Sequence[Any], features: np.ndarray) -> np.ndarray:

@@ -183,24 +183,24 @@ class MuseTalkGenerator:
         return mt.pad_steps(np.concatenate([self._silence] * max(reps, 1))[:n_steps], fps)
 
     # -- the crop -----------------------------------------------------------------------------
-    def placement(self, geometry: FaceGeometry, index: int, aligned: bool) -> Placement:
-        """MuseTalk's box from the (smoothed) landmarks, extended below the chin; exactly the
-        tracked box with ``--box`` or without landmarks. Clipped to the frame in ``prepare``."""
+    def placement(self, geometry: FaceGeometry, index: int, aligned: bool, frame_size: tuple[int, int]) -> Placement:
+        """MuseTalk's box from the (smoothed) landmarks, extended below the chin and clipped to
+        the frame as MuseTalk clips it; exactly the tracked box with ``--box`` or without
+        landmarks. A rotated crop (``aligned``) is not clipped: its warp repeats the border."""
         lms = geometry.landmarks
         box = tuple(int(round(v)) for v in geometry.box)  # noqa: RUF046 - numpy floats
         if not self.fixed_box and lms is not None:
             x1, y1, x2, y2 = musetalk_box(lms, box)
             box = (x1, y1, x2, y2 + self.extra_margin)
         angle = eye_angle(lms) if aligned and lms is not None else 0.0
-        return Placement.from_box(box, self.img_size, lms, index, angle)
+        placement = Placement.from_box(box, self.img_size, lms, index, angle)
+        fitted = fit_box(box, *frame_size)
+        if fitted != box and placement.axis_aligned:
+            placement = Placement.from_box(fitted, self.img_size, lms, index)
+        return placement
 
     def prepare(self, frame: np.ndarray, placement: Placement) -> MuseTalkInput:
-        """The Lanczos-resized 256 px crop (``placement`` is fitted to the frame first)."""
-        h, w = frame.shape[:2]
-        box = fit_box(placement.box, w, h)
-        if box != tuple(placement.box) and placement.axis_aligned:  # a rotated crop warps with borders
-            fitted = Placement.from_box(box, placement.size, placement.landmarks, placement.index)
-            placement.box, placement.matrix = fitted.box, fitted.matrix
+        """The Lanczos-resized 256 px crop of the placement (which is only read)."""
         x1, y1, x2, y2 = placement.box
         size = (self.img_size, self.img_size)
         if placement.axis_aligned:

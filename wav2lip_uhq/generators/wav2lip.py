@@ -78,7 +78,8 @@ class Wav2LipGenerator:
     def audio_features(self, wav: np.ndarray, fps: float, cover: bool) -> MelWindows:
         return mel_features(wav, fps, cover)
 
-    def placement(self, geometry: FaceGeometry, index: int, aligned: bool) -> Placement:
+    def placement(self, geometry: FaceGeometry, index: int, aligned: bool, frame_size: tuple[int, int]) -> Placement:
+        """The tracked box as it is (a crop past the frame's edge repeats the border)."""
         landmarks = geometry.landmarks
         angle = eye_angle(landmarks) if aligned and landmarks is not None else 0.0
         return Placement.from_box(geometry.box, self.img_size, landmarks, index, angle)

@@ -187,7 +187,8 @@ class FrameLoop:
         batch, self._batch = self._batch, []
         work = [it for it in batch if it.geometry.valid and not self._skipped[it.index]]
         for it in work:
-            it.placement = self.generator.placement(it.geometry, it.index, self.aligned)
+            size = (it.source.shape[1], it.source.shape[0])
+            it.placement = self.generator.placement(it.geometry, it.index, self.aligned, size)
         future = None
         if work:
             features = self.audio.features.take([it.index for it in work])
