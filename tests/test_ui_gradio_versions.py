@@ -12,6 +12,7 @@ pick the dlib detector, Run, and play the result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -45,6 +46,29 @@ def env_python(name: str) -> Path:
     if not python.is_file():
         missing_extra(f"no gradio {version} environment at {REPO / folder}")
     return python
+
+
+@contextlib.contextmanager
+def stand_in_app(name: str, tmp_path: Path, result: bytes = b"", height: int = 1200, **env: str):
+    """The UI served by host gradio ``name`` with the stand-in pipeline (it copies ``result`` as
+    the run's video and logs each job's settings to ``calls.jsonl``), opened in Chromium: yields
+    (page, calls file). At the end the page must show no error toast and have raised no error."""
+    from test_app_browser import chromium_browser
+
+    python = env_python(name)
+    port, calls, video = free_port(), tmp_path / "calls.jsonl", tmp_path / "result.mp4"
+    video.write_bytes(result)
+    cmd = [str(python), str(CHECK), "--serve", str(port), "--result", str(video), "--calls", str(calls),
+           "--results-dir", str(tmp_path / "results")]
+    env = server_env(tmp_path, **{"PYTHONPATH": str(REPO), **env})
+    with serve(cmd, port, tmp_path / "server.log", env, cwd=tmp_path) as url, chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        page_errors: list[str] = []
+        page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+        open_app(page, url)
+        yield page, calls
+        assert error_toasts(page) == [] and page_errors == [], (error_toasts(page), page_errors, status_text(page))
+        page.close()
 
 
 def run_check(python: Path, tmp_path: Path) -> dict:
