@@ -376,3 +376,24 @@ def test_a_two_speaker_run_resumes_and_a_changed_second_voice_is_refused(two_fac
     assert result.frames == 50
     assert all(np.array_equal(x, y) for x, y in zip(_frames(result.output), _frames(whole), strict=True))
     assert np.array_equal(read_audio_track(result.output).samples, read_audio_track(whole).samples)
+
+
+def test_extra_outputs_of_a_two_speaker_run_show_the_last_speakers_stages(two_faces, tmp_path):
+    a = _wav(tmp_path / "a.wav", _noise(1.0, seed=1), np.zeros(SR, np.float32))
+    b = _wav(tmp_path / "b.wav", np.zeros(SR, np.float32), _noise(1.0, seed=2))
+    config = RunConfig(face=two_faces, audio=a, checkpoint=tmp_path / "none.pth", out=tmp_path / "o.mkv",
+                       mode="improved", faces=FaceOptions(detector="dlib", face_index=0),
+                       speakers=(Speaker(b, face_index=1),), composite=CompositeOptions(silence="keep"),
+                       encode=EncodeSettings(lossless=True), cache_dir=tmp_path / "c", batch_size=8,
+                       extra_outputs=("raw", "mask_png"))
+    result = _pipe().run(config)
+    out, raw = _frames(result.output), _frames(result.extra_outputs["raw"])
+    pngs = sorted(result.extra_outputs["mask_png"].glob("*.png"))
+    assert len(out) == len(raw) == len(pngs) == 50
+    import cv2
+
+    alpha = np.stack([cv2.imread(str(p), cv2.IMREAD_UNCHANGED)[..., 3] for p in pngs])
+    assert not alpha[:22].any() and alpha[28:, :, 230:].any() and not alpha[:, :, :230].any()  # speaker 2's mask
+    # raw: speaker 2's generated face hard-pasted on top of speaker 1's finished face
+    assert all(np.array_equal(r[:, :230], o[:, :230]) for r, o in zip(raw, out))
+    assert any(not np.array_equal(r[:, 230:], o[:, 230:]) for r, o in zip(raw[28:], out[28:]))
