@@ -126,6 +126,8 @@ _HF = "https://huggingface.co"
 # None was found for MuseTalk's unet.pth or the small JSON configs: those are bounded by size.
 _VAE_SHA256 = "a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815"
 _WHISPER_SHA256 = "7ebd0e69e78190ffe1438491fa05cc1f5c1aa3a4c4db3bc1723adbb551ea2395"
+_VAE_URL = f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/31f26fdeee1355a5c34592e401dd41e45d25a493/diffusion_pytorch_model.safetensors"
+_WHISPER_URL = f"{_HF}/openai/whisper-tiny/resolve/169d4a4341b33bc18d8881c4b69c2e104e1cc0af/model.safetensors"
 MUSETALK_FILES: tuple[KnownCheckpoint, ...] = tuple(
     KnownCheckpoint(f"{MUSETALK}/{rel}", f"{MUSETALK}/{rel}", MUSETALK, what, (url,), lo, sha256=sha,
                     size=size, max_size=hi)
@@ -137,13 +139,11 @@ MUSETALK_FILES: tuple[KnownCheckpoint, ...] = tuple(
         ("sd-vae/config.json", "sd-vae-ft-mse VAE config",
          f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/main/config.json", 200, 20_000, None, None),
         ("sd-vae/diffusion_pytorch_model.safetensors", "sd-vae-ft-mse VAE weights",
-         f"{_HF}/stabilityai/sd-vae-ft-mse/resolve/31f26fdeee1355a5c34592e401dd41e45d25a493/"
-         "diffusion_pytorch_model.safetensors", 300_000_000, 400_000_000, _VAE_SHA256, 334_643_276),
+         _VAE_URL, 300_000_000, 400_000_000, _VAE_SHA256, 334_643_276),
         ("whisper/config.json", "whisper-tiny config",
          f"{_HF}/openai/whisper-tiny/resolve/main/config.json", 200, 100_000, None, None),
         ("whisper/model.safetensors", "whisper-tiny weights",
-         f"{_HF}/openai/whisper-tiny/resolve/169d4a4341b33bc18d8881c4b69c2e104e1cc0af/model.safetensors",
-         140_000_000, 170_000_000, _WHISPER_SHA256, 151_061_672),
+         _WHISPER_URL, 140_000_000, 170_000_000, _WHISPER_SHA256, 151_061_672),
         ("whisper/preprocessor_config.json", "whisper feature-extractor config",
          f"{_HF}/openai/whisper-tiny/resolve/main/preprocessor_config.json", 200, 2_000_000, None, None),
     )
