@@ -32,12 +32,20 @@ def main() -> None:
     import skimage.data
     import torch
 
-    from wav2lip_uhq.compositing import BlendOptions, FeatherBlend, MaskBlend, Placement, extract_crop, hard_paste
+    from wav2lip_uhq.compositing import (
+        BlendOptions,
+        FeatherBlend,
+        MaskBlend,
+        Placement,
+        extract_crop,
+        hard_paste,
+        paste_into,
+    )
     from wav2lip_uhq.faces import create_detector
     from wav2lip_uhq.faces.landmarks import create_landmark_detector, smooth_landmarks
+    from wav2lip_uhq.generators.wav2lip import generate_faces
     from wav2lip_uhq.models import Wav2Lip
     from wav2lip_uhq.models.optimize import fold_batchnorm
-    from wav2lip_uhq.generators.wav2lip import generate_faces
     from wav2lip_uhq.video import EncodeSettings, VideoWriter
 
     torch.set_grad_enabled(False)
@@ -66,11 +74,11 @@ def main() -> None:
             "landmark smoothing": timed(lambda: smooth_landmarks(np.repeat(pts[None], 7, 0))),
             "crop to 96 px": timed(lambda: extract_crop(frame, placement)),
             "generator (per frame, batch 32)": gen_ms,
-            "paste: fast": timed(lambda: hard_paste(frame.copy(), generated, placement)),
-            "paste: feather": timed(lambda: FeatherBlend()(frame.copy(), generated, placement)),
-            "paste: improved (mask+colour)": timed(lambda: MaskBlend()(frame.copy(), generated, placement)),
-            "paste: improved + laplacian": timed(lambda: MaskBlend(BlendOptions(blend="laplacian"))(frame.copy(), generated, placement)),
-            "paste: improved + poisson": timed(lambda: MaskBlend(BlendOptions(blend="poisson"))(frame.copy(), generated, placement)),
+            "paste: fast": timed(lambda: paste_into(frame.copy(), hard_paste, generated, placement)),
+            "paste: feather": timed(lambda: paste_into(frame.copy(), FeatherBlend(), generated, placement)),
+            "paste: improved (mask+colour)": timed(lambda: paste_into(frame.copy(), MaskBlend(), generated, placement)),
+            "paste: improved + laplacian": timed(lambda: paste_into(frame.copy(), MaskBlend(BlendOptions(blend="laplacian")), generated, placement)),
+            "paste: improved + poisson": timed(lambda: paste_into(frame.copy(), MaskBlend(BlendOptions(blend="poisson")), generated, placement)),
             "frame copy (reference)": timed(lambda: frame.copy()),
         }
         tmp = Path("/tmp/bench_stages.mp4")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from media_helpers import moving_face_frames
+
 from wav2lip_uhq.compositing import (
     BlendOptions,
     MaskBlend,
@@ -13,6 +13,7 @@ from wav2lip_uhq.compositing import (
     extract_crop,
     laplacian_blend,
     match_colour,
+    paste_into,
 )
 from wav2lip_uhq.config import CompositeOptions, FaceOptions, RunConfig
 from wav2lip_uhq.faces import create_detector
@@ -61,10 +62,10 @@ def test_pixels_outside_the_mask_never_change(astronaut, blend):
     placement = Placement.from_box((int(box[0]), int(box[1]), int(box[2]), int(box[3]) + 10), 96, pts)
     generated = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     out = frame.copy()
-    alpha = MaskBlend(BlendOptions(blend=blend))(out, generated, placement)
-    x1, y1, x2, y2 = placement.roi
+    done = paste_into(out, MaskBlend(BlendOptions(blend=blend)), generated, placement)
+    x1, y1, x2, y2 = done.roi
     full = np.zeros(frame.shape[:2], np.float32)
-    full[y1:y2, x1:x2] = alpha
+    full[y1:y2, x1:x2] = done.alpha
     changed = np.any(out != frame, axis=2)
     assert changed.any()
     assert not changed[full == 0].any(), "a pixel outside the mask changed"
@@ -108,7 +109,7 @@ def test_aligned_crop_round_trip_of_a_tilted_head(astronaut):
     assert np.abs(crop.astype(int) - upright.astype(int)).mean() < 12  # same face, same orientation
     # pasting the crop back changes the frame only a little (resampling), and only in the mask
     out = tilted.copy()
-    MaskBlend(BlendOptions(colour_match=False))(out, crop, placement)
+    paste_into(out, MaskBlend(BlendOptions(colour_match=False)), crop, placement)
     diff = np.abs(out.astype(int) - tilted.astype(int))
     assert diff.max() > 0 and diff.mean() < 1.0
 
@@ -175,7 +176,7 @@ def test_silence_gate_closes_the_mouth(reference, astronaut_png, w2l_checkpoint,
         np.testing.assert_array_equal(k[i], src)
         np.testing.assert_array_equal(c[i], c[quiet[0]])
     assert not np.array_equal(c[quiet[0]], src)
-    assert any(not np.array_equal(c[i], c[i + 1]) for i in range(0, 20))  # it talks outside the gap
+    assert any(not np.array_equal(c[i], c[i + 1]) for i in range(20))  # it talks outside the gap
 
 
 def test_debug_video_and_preview(astronaut_png, speech_short, w2l_checkpoint, tmp_path):

@@ -14,7 +14,7 @@ inside the same region. Calling a compositor does the same in place (the origina
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -36,10 +36,9 @@ class Placement:
     size: int
     landmarks: np.ndarray | None = None
     index: int = 0  # output frame index: seeds the grain so a rerun is identical
-    roi: tuple[int, int, int, int] = field(default=(0, 0, 0, 0))  # set by the compositor
 
     @classmethod
-    def from_box(cls, box, size: int, landmarks=None, index: int = 0, angle: float = 0.0) -> "Placement":
+    def from_box(cls, box, size: int, landmarks=None, index: int = 0, angle: float = 0.0) -> Placement:
         """The crop of ``box`` resized to ``size`` (cv2.resize's pixel-centre convention),
         rotated by ``angle`` radians about the box centre when aligning tilted heads."""
         x1, y1, x2, y2 = (int(v) for v in box)
@@ -51,7 +50,7 @@ class Placement:
         t = np.array([(size - 1) / 2.0, (size - 1) / 2.0]) - lin @ np.array([cx, cy])
         return cls((x1, y1, x2, y2), np.hstack([lin, t[:, None]]).astype(np.float64), size, landmarks, index)
 
-    def scaled(self, factor: int) -> "Placement":
+    def scaled(self, factor: int) -> Placement:
         """The same placement for a crop upscaled ``factor`` times (super-resolution)."""
         m = self.matrix.copy()
         m[:, :2] *= factor
@@ -99,30 +98,20 @@ class Compositor(Protocol):
         """The new pixels for ``frame`` (which is not written to)."""
         ...
 
-    def __call__(
-        self, frame: np.ndarray, generated: np.ndarray, placement: Placement, visible: np.ndarray | None = None
-    ) -> np.ndarray | None:
-        """Modify ``frame`` in place; return the alpha used over ``placement.roi`` (or None)."""
-        ...
+
+def paste_into(
+    frame: np.ndarray, compositor: Compositor, generated: np.ndarray, placement: Placement,
+    visible: np.ndarray | None = None,
+) -> Blended:
+    """Blend ``generated`` into ``frame`` in place (a frame the caller owns: tests, benchmarks);
+    the pipeline's stages use ``blend`` and apply its patch to their own copy."""
+    done = compositor.blend(frame, generated, placement, visible)
+    if done.patch is not None:
+        done.patch.apply(frame)
+    return done
 
 
-class _InPlace:
-    """The original in-place call on top of ``blend``."""
-
-    def blend(self, frame, generated, placement, visible=None) -> Blended:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __call__(
-        self, frame: np.ndarray, generated: np.ndarray, placement: Placement, visible: np.ndarray | None = None
-    ) -> np.ndarray | None:
-        done = self.blend(frame, generated, placement, visible)
-        if done.patch is not None:
-            done.patch.apply(frame)
-        placement.roi = done.roi
-        return done.alpha
-
-
-class HardPaste(_InPlace):
+class HardPaste:
     """Upstream Wav2Lip: bilinear resize into the box and replace the whole rectangle."""
 
     def blend(self, frame, generated, placement, visible=None) -> Blended:
@@ -156,7 +145,7 @@ def _alpha_blend(region: np.ndarray, new: np.ndarray, alpha: np.ndarray) -> np.n
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-class FeatherBlend(_InPlace):
+class FeatherBlend:
     """Sharper (Lanczos) upscale of the generated face, alpha-blended with a feathered
     lower-face mask: no visible rectangle, the eyes and forehead stay original."""
 
@@ -255,7 +244,7 @@ class BlendOptions:
     blend: str = "alpha"  # "alpha", "laplacian" or "poisson"
 
 
-class MaskBlend(_InPlace):
+class MaskBlend:
     """Landmark-masked compositing. Pixels where the mask is 0 are never changed."""
 
     def __init__(self, options: BlendOptions = BlendOptions()) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..compositing import Blended, Placement, _InPlace, eye_angle
+from ..compositing import Blended, Placement, eye_angle
 from ..faces.stream import FaceGeometry
 from ..models import musetalk as mt
 from ..patches import Patch
@@ -269,7 +269,7 @@ def jaw_mask(labels: np.ndarray) -> np.ndarray:
     return eroded
 
 
-class ParsingBlend(_InPlace):
+class ParsingBlend:
     """MuseTalk's blend: the generated face pasted into a square crop 1.5x the box, through the
     parser's jaw mask restricted to the box's lower half and blurred (kernel 5 % of the box)."""
 
