@@ -72,7 +72,7 @@ class FANLandmarks(LandmarkDetector):
     name = "fan"
 
     def __init__(self, model_path: str | Path, device: str = "cpu", batch_size: int = 16) -> None:
-        import torch
+        from ..models.loading import torch_load
 
         try:
             from face_alignment.models.fan import FAN
@@ -84,7 +84,7 @@ class FANLandmarks(LandmarkDetector):
         if not path.is_file():
             raise Wav2LipUHQError(f"{path}: FAN landmark weights not found")
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = torch_load(path)
         except Exception as exc:
             raise Wav2LipUHQError(f"{path}: not a FAN state dict ({exc})") from exc
         n_modules = len({k.split(".")[0] for k in state if k.startswith("m")})

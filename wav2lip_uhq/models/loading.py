@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +112,23 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+def torch_load(path: str | Path, mmap: bool = False) -> object:
+    """``torch.load(weights_only=True)`` of ``path`` on the CPU, with torch's own loader.
+
+    AUTOMATIC1111 and Forge replace ``torch.load`` with their ``modules.safe.load``, whose zip
+    check predates the ``.format_version`` entry newer torch writes: it refuses any file saved by
+    torch >= 2.5 (our own training's checkpoints too) and returns None. The weights-only unpickler
+    is at least as strict, so the original loader (``modules.safe.unsafe_torch_load``) is used."""
+    load = torch.load
+    host = sys.modules.get("modules.safe")
+    if host is not None and load is getattr(host, "load", None) and callable(getattr(host, "unsafe_torch_load", None)):
+        load = host.unsafe_torch_load
+    return load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+
+
 def _torch_load(path: Path) -> object:
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch_load(path)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         with open(path, "rb") as fh:
@@ -193,7 +208,7 @@ def read_shapes(path: str | Path, trust_torchscript: bool = False) -> dict[str, 
             raise CheckpointError(f"{path}: not a valid .safetensors file ({exc})") from exc
     if path.is_file() and zipfile.is_zipfile(path) and not _is_torchscript(path):
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            obj = torch_load(path, mmap=True)
         except Exception:  # noqa: BLE001 - the full read below gives the precise message
             obj = None
         if obj is not None:

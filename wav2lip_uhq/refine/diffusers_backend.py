@@ -105,9 +105,9 @@ def _unreadable(path: Path) -> str | None:
 
             with safe_open(str(path), "pt"):
                 return None
-        import torch
+        from ..models.loading import torch_load
 
-        torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        torch_load(path, mmap=zipfile.is_zipfile(path))
         return None
     except pickle.UnpicklingError:
         return ("it holds pickled objects other than tensors; .ckpt/.pt files are loaded weights-only, "
