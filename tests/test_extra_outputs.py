@@ -252,7 +252,8 @@ def test_the_ui_offers_them_and_keeps_them_out_of_the_recent_results(astronaut_p
     status, video, summary, settings, recent, gallery, files = list(run(*[values[k] for k in UI_KEYS]))[-1]
     stem = Path(video).stem
     assert status.startswith("done:") and settings["extra_outputs"] == ["raw", "mask_png"]
-    assert files == [str(tmp_path / "res" / f"{stem}.raw.mp4")]  # the files; the PNG folder is named
+    assert files["value"] == [str(tmp_path / "res" / f"{stem}.raw.mp4")]  # the files; the PNG folder is named
+    assert files["visible"] is True  # hidden until a run has some
     assert f"also: raw: {stem}.raw.mp4" in summary and f"also: mask_png: {stem}.mask_png/" in summary
     assert recent["choices"] == [video] and [c for _, c in gallery["value"]] == [Path(video).name]
 

@@ -397,3 +397,40 @@ def test_an_unwritable_cache_makes_the_run_non_resumable_not_a_failure(pipeline,
         assert pipeline.run(config).frames == 35
     assert "the cache is not writable, so this run is written in one piece" in caplog.text
     assert (tmp_path / "out.mkv").is_file()
+
+
+def test_the_ui_says_where_resume_continues_and_hides_it_while_a_job_stops(pipeline, moving_face_video, speech,
+                                                                         w2l_checkpoint, tmp_path):
+    """Seen in a real A1111: after Interrupt the status gave no hint, and Resume showed up while
+    the interrupted job was still stopping."""
+    from wav2lip_uhq.ui.handlers import Handlers
+    from wav2lip_uhq.ui_runner import Job, UIRunner
+
+    runner = UIRunner(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", pipeline=pipeline)
+    config = make_config(moving_face_video, speech, w2l_checkpoint, tmp_path, tmp_path / "out.mkv")
+    original = pipeline.run
+
+    def run_and_interrupt(config, progress=None, cancel=None):  # Interrupt once 10 frames are done
+        def report(stage, done, total):
+            progress(stage, done, total)
+            if stage == "lip-sync" and done >= 10:
+                runner.cancel()
+
+        return original(config, progress=report, cancel=cancel)
+
+    pipeline.run = run_and_interrupt
+    try:
+        with pytest.raises(Cancelled):
+            runner.run(config, timeout=120)
+    finally:
+        pipeline.run = original
+    assert runner.progress_text() == "interrupted: no output written; Resume continues it from frame 10 of 35"
+    h = Handlers(runner, need_sd_checkpoint=False)
+    assert h.resume_state()[0]["visible"] is True
+    runner.job = Job(config)  # a job that has not ended yet (e.g. still stopping)
+    assert h.resume_state()[0]["visible"] is False
+    with_extras = dataclasses.replace(config, extra_outputs=("raw",))
+    runner.job = Job(with_extras, error=Cancelled("cancelled"))
+    runner.job.done.set()
+    assert runner.progress_text() == ("interrupted: no output written; it cannot be resumed: a run with extra "
+                                      "outputs (--extra-outputs, --debug-video) is written in one piece")

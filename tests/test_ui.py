@@ -196,7 +196,8 @@ def test_runner_cancel_leaves_no_output(astronaut_png, speech_short, w2l_checkpo
     runner.pipeline.run = run_and_interrupt
     with pytest.raises(Cancelled):
         runner.run(_fast_config(astronaut_png, speech_short, w2l_checkpoint, tmp_path), timeout=120)
-    assert runner.job.cancelled and runner.progress_text() == "interrupted: no output written"
+    assert runner.job.cancelled and runner.progress_text() == (
+        "interrupted: no output written; nothing to resume yet: no segment (10 s of video) was finished")
     assert list((tmp_path / "res").iterdir()) == []  # no video, no partial file, no settings
     assert runner.recent_results() == [] and not runner.busy
     assert runner.cancel() is False  # nothing running
@@ -219,7 +220,7 @@ def test_ui_run_handler_end_to_end(astronaut_png, speech_short, w2l_checkpoint, 
                   box="80 200 170 280", batch_size=4)
     updates = list(fns[0](*[values[k] for k in UI_KEYS]))
     status, video, summary, settings, recent, gallery, extra_files = updates[-1]
-    assert extra_files is None  # none asked for (tests/test_extra_outputs.py asks)
+    assert extra_files["value"] is None and extra_files["visible"] is False  # none asked for (test_extra_outputs asks)
     assert status.startswith("done:") and Path(video).is_file() and settings["mode"] == "fast"
     assert summary.startswith("done:") and "mode fast" in summary  # one line; the JSON sits folded
     assert recent["value"] == video

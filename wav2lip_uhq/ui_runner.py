@@ -75,13 +75,27 @@ class Job:
                     text += f"; {r.frames_without_face} frames without a face left unchanged"
                 return text
             if self.cancelled:
-                return "interrupted: no output written"
+                return "interrupted: no output written" + self._resume_hint()
             return f"error: {self.error}"
         if self.cancel_event.is_set():
             return f"interrupting... ({self.stage})"
         if self.frames_total > 1:
             return f"{self.stage}: frame {self.frames_done}/{self.frames_total} ({elapsed:.0f} s)"
         return f"{self.stage}... ({elapsed:.0f} s)"
+
+
+    def _resume_hint(self) -> str:
+        """After an interrupt: whether Resume can continue it, and from where, or why not."""
+        from .resume import interrupted_jobs, not_resumable
+
+        why = not_resumable(self.config)
+        if why:
+            return f"; it cannot be resumed: {why}"
+        jobs = interrupted_jobs(self.config.cache_dir)
+        if not jobs or not jobs[0].frames_done:
+            return (f"; nothing to resume yet: no segment ({self.config.resume_every:g} s of video) was "
+                    "finished")
+        return f"; Resume continues it from frame {jobs[0].frames_done} of {jobs[0].frames_total}"
 
 
 def settings_path_for(output: Path) -> Path:

@@ -241,8 +241,8 @@ def build_ui(
                 status = gr.Textbox(value="idle", label="Progress", interactive=False, elem_id=eid("status"))
                 result_video = gr.Video(label="Result", interactive=False, elem_id=eid("result"))
                 extra_files = gr.File(label="Extra outputs", file_count="multiple", interactive=False,
-                                      elem_id=eid("extra_files"))
-                summary = gr.Textbox(label="Result", interactive=False, elem_id=eid("summary"))
+                                      visible=False, elem_id=eid("extra_files"))  # shown after a run with some
+                summary = gr.Textbox(label="Summary", interactive=False, elem_id=eid("summary"))
                 with gr.Accordion("Settings (saved as <result>.json)", open=False):
                     settings_json = gr.JSON(label="Settings", elem_id=eid("settings"))
                 gallery = gr.Gallery(value=h.gallery_items(), label="Recent results", columns=4,

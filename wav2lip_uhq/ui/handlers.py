@@ -227,7 +227,8 @@ class Handlers:
         """The Resume button and what it would resume, shown only while there is an interrupted job."""
         import gradio as gr
 
-        job = self.runner.interrupted_job()
+        running = self.runner.job is not None and not self.runner.job.done.is_set()
+        job = None if running else self.runner.interrupted_job()  # not while one is still stopping
         text = job.describe() if job is not None else ""
         return gr.update(visible=job is not None), gr.update(value=text, visible=job is not None)
 
@@ -260,7 +261,7 @@ class Handlers:
             settings,
             gr.update(choices=self.recent_choices(), value=out),
             gr.update(value=self.gallery_items()),
-            extra_files(extras) or None,
+            gr.update(value=extra_files(extras) or None, visible=bool(extras)),  # shown only when there are some
         )
 
     def interrupt(self) -> str:
