@@ -142,15 +142,17 @@ class LipSyncPipeline:
         c = config.composite
         return FrameLoop(
             generator, audio, stages, sink, batch_size=config.batch_size, keep_silent=c.silence == "keep",
-            aligned=c.aligned, keep_sources=keep_sources or bool(extra_kinds(config)), cancelled=cancelled,
+            aligned=c.aligned, keep_sources=keep_sources, cancelled=cancelled,
             report=report, frames=frames, reuse_prepared=reuse_prepared,
         )
 
     def _loops(self, config: RunConfig, generator: Generator, audios: list[RunAudio], stages: list[list[Stage]],
                sink, cancelled, report, keep_sources: bool = False, frames: int | None = None) -> SpeakerLoops:
         """One loop per speaker, chained into ``sink``, each with its own stages (a refinement
-        session follows one face); only the last one reports progress and keeps sources."""
+        session follows one face); only the last one reports progress and keeps its sources (the
+        preview's overlay, the extra outputs: they are drawn from the last speaker's records)."""
         last = len(audios) - 1
+        keep_sources = keep_sources or bool(extra_kinds(config))
 
         def make(k: int, out) -> FrameLoop:
             return self._loop(config, generator, audios[k], stages[k], out, cancelled,
@@ -237,7 +239,7 @@ class LipSyncPipeline:
 
         job = open_job(config, out, n_out, fps)  # --resume-every: in segments, resumable (``resume``)
         span = segment_span(job.run_config(config) if job else config, info, n_out,
-                            self._tracks(config, landmarks, 1, 1, voices)[0])  # --segment, or where a resume starts
+                            self._track(config, landmarks, 1, 1, voices[0].face_index))  # --segment, or a resume
         n = span.end - span.start
         frames = FaceFrames(config, info, n_out, span.track_from)  # decode: opened once, first frame peeked
         try:
