@@ -191,7 +191,7 @@ def held_by_job(path: Path, config: RunConfig) -> bool:
 
 
 # -- resume: which job, and is it the same run --------------------------------------------------
-def find_job(config: RunConfig) -> JobState:
+def find_job(config: RunConfig, digests: dict[str, str]) -> JobState:
     """The interrupted job that ``config`` (with ``resume``) continues: the one writing its ``out``
     file, else the most recent whose inputs have the same content. ``InputError`` when none."""
     why = not_resumable(config)
@@ -203,7 +203,7 @@ def find_job(config: RunConfig) -> JobState:
         if job is None:
             raise InputError(f"{out}: no interrupted job writes this file (`wav2lip-uhq jobs` lists them)")
         return job
-    digests, folder = _digests(config), Path(out or config.results_dir).resolve()  # never another folder
+    folder = Path(out or config.results_dir).resolve()  # never another folder
     jobs = [j for j in interrupted_jobs(config.cache_dir)
             if j.data["digests"] == digests and j.out.parent.resolve() == folder]
     if not jobs:
@@ -212,10 +212,10 @@ def find_job(config: RunConfig) -> JobState:
     return jobs[0]
 
 
-def check_same(job: JobState, config: RunConfig) -> None:
-    """Refuse (one line naming it) a resume whose inputs' content or settings changed."""
+def check_same(job: JobState, config: RunConfig, digests: dict[str, str]) -> None:
+    """Refuse (one line naming it) a resume whose inputs' content (``digests``) or settings changed."""
     inputs = _inputs(config)
-    for what, digest in _digests(config).items():
+    for what, digest in digests.items():
         if job.data["digests"].get(what) != digest:
             was = job.data.get(what)
             raise InputError(f"{inputs[what]}: its content differs from the interrupted job's {what} input"
@@ -239,10 +239,11 @@ def _shown(value: Any) -> str:
 
 def resume_config(config: RunConfig) -> RunConfig:
     """``config`` pointed at the interrupted job it resumes (its output path), after the checks."""
-    job = find_job(config)
+    digests = _digests(config)  # each input read once
+    job = find_job(config, digests)
     if job.running:
         raise InputError(f"{job.out}: that job is running right now")
-    check_same(job, config)
+    check_same(job, config, digests)
     job.out.parent.mkdir(parents=True, exist_ok=True)  # a results folder the interrupted run made is gone
     return dataclasses.replace(config, out=job.out)
 
@@ -314,12 +315,14 @@ def open_job(config: RunConfig, out: Path, n_out: int, fps: float) -> RunJob | N
         log.warning("%s: the cache is not writable, so this run is written in one piece (not resumable)", folder)
         return None
     old = load_job(folder)
+    resuming = config.resume and old is not None
+    digests = old.data["digests"] if resuming else _digests(config)  # resume_config found them the same
     state = {"version": STATE_VERSION, "out": str(out), "face": str(Path(config.face).resolve()),
-             "audio": str(Path(config.audio).resolve()), "digests": _digests(config), "values": settings_of(config),
+             "audio": str(Path(config.audio).resolve()), "digests": digests, "values": settings_of(config),
              "frames": n_out, "fps": fps, "segment_frames": max(1, round(config.resume_every * fps)), "parts": [],
              "created": time.time()}
     parts: list[dict] = []
-    if config.resume and old is not None:
+    if resuming:
         if old.frames_total != n_out:
             raise InputError(f"{out}: cannot resume, the interrupted job has {old.frames_total} output frames "
                              f"and this run {n_out}")
